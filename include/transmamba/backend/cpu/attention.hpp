@@ -1,0 +1,153 @@
+#pragma once
+// Causal softmax attention with Q=C, K=B, V=x over the prefix t < P, on the CPU.
+// Heads of a group share C and B, so scores and softmax are computed once per (group, query tile)
+// and applied to all h/g heads at once: their values are adjacent channels of x, so one GEMM
+// (tile x keys) * (keys x (h/g)*p) serves the whole group.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "transmamba/backend/cpu/eigen.hpp"
+#include "transmamba/backend/cpu/traits.hpp"
+#include "transmamba/core/config.hpp"
+#include "transmamba/core/parallel.hpp"
+#include "transmamba/core/ssm_inputs.hpp"
+#include "transmamba/core/workspace.hpp"
+#include "transmamba/policy/attention.hpp"
+
+namespace transmamba {
+
+// Tuning of the CPU attention kernel, kept out of the algorithm.
+struct cpu_attention_tuning {
+    static constexpr index_t query_tile = 64;
+};
+
+template <attention_policy Variant>
+struct attention_kernel<Variant, cpu> {
+    using tuning = cpu_attention_tuning;
+
+    template <class T>
+    struct scratch {
+        T* scores = nullptr;     // per thread: (query_tile, P)
+        T* rotated_c = nullptr;  // (batch, P, g, n), RoPE variants only
+        T* rotated_b = nullptr;
+    };
+    template <class T>
+    static scratch<T> layout(workspace_arena& arena, const mixer_config& cfg, index_t batch, index_t prefix) {
+        scratch<T> s;
+        s.scores = arena.take<T>(static_cast<std::size_t>(max_threads() * tuning::query_tile * prefix));
+        if constexpr (Variant::position::rotary) {
+            const auto n = static_cast<std::size_t>(batch * prefix * cfg.ngroups * cfg.d_state);
+            s.rotated_c = arena.take<T>(n);
+            s.rotated_b = arena.take<T>(n);
+        }
+        return s;
+    }
+    template <class T>
+    static std::size_t scratch_bytes(const mixer_config& cfg, index_t batch, index_t prefix) {
+        workspace_arena measure;
+        layout<T>(measure, cfg, batch, prefix);
+        return measure.used();
+    }
+
+    // Writes y(b, t, :, :) for t < prefix; rows t >= prefix are not touched.
+    template <class T>
+    static void run(const cpu_context&, const mixer_config& cfg, const ssm_inputs<T>& in, index_t prefix,
+                    tensor_view<T, 4> y, workspace_span span) {
+        if (prefix <= 0) return;
+        require(in.x.stride(3) == 1 && in.x.stride(2) == in.headdim(),
+                "attention: the heads of x must be adjacent channels of one row");
+        workspace_arena arena(span);
+        const auto s = layout<T>(arena, cfg, in.batch(), prefix);
+        const index_t batch = in.batch(), g = in.ngroups(), n = in.d_state(), p = in.headdim();
+        const index_t hg = in.heads_per_group();
+        const T scale = static_cast<T>(Variant::scale::value(n));
+
+        // Query and key rows as the kernel reads them: rotated copies for RoPE, else the inputs.
+        const T* c_base = in.C.data();
+        const T* b_base = in.B.data();
+        index_t qk_batch_stride = in.C.stride(0), qk_row_stride = in.C.stride(1);
+        if constexpr (Variant::position::rotary) {
+            rotate(in, prefix, s.rotated_c, s.rotated_b);
+            c_base = s.rotated_c;
+            b_base = s.rotated_b;
+            qk_batch_stride = prefix * g * n;
+            qk_row_stride = g * n;
+        } else {
+            require(in.B.stride(0) == in.C.stride(0) && in.B.stride(1) == in.C.stride(1),
+                    "attention: B and C must share a layout");
+        }
+
+        const index_t tiles = (prefix + tuning::query_tile - 1) / tuning::query_tile;
+        parallel_for(batch * g * tiles, [&](index_t task, int thread) {
+            // Largest tiles first would balance better; dynamic scheduling already evens it out.
+            const index_t tile = task % tiles, grp = (task / tiles) % g, b = task / (tiles * g);
+            const index_t q0 = tile * tuning::query_tile, q1 = std::min(prefix, q0 + tuning::query_tile);
+            const index_t rows = q1 - q0, keys = q1;  // causal: this tile sees keys [0, q1)
+
+            const T* cq = c_base + b * qk_batch_stride + q0 * qk_row_stride + grp * n;
+            const T* bk = b_base + b * qk_batch_stride + grp * n;
+            auto scores = kernels::cpu::map_rows(s.scores + thread * tuning::query_tile * prefix, rows, keys, keys);
+            scores.noalias() = kernels::cpu::map_rows(cq, rows, n, qk_row_stride) *
+                               kernels::cpu::map_rows(bk, keys, n, qk_row_stride).transpose();
+
+            for (index_t r = 0; r < rows; ++r) {
+                const index_t last = q0 + r;  // keys 0..last are visible to query q0 + r
+                T* srow = &scores(r, 0);
+                T mx = -std::numeric_limits<T>::infinity();
+                for (index_t j = 0; j <= last; ++j) mx = std::max(mx, srow[j] * scale);
+                T sum = 0;
+                for (index_t j = 0; j <= last; ++j) {
+                    srow[j] = std::exp(srow[j] * scale - mx);
+                    sum += srow[j];
+                }
+                const T inv = T(1) / sum;
+                for (index_t j = 0; j <= last; ++j) srow[j] *= inv;
+                for (index_t j = last + 1; j < keys; ++j) srow[j] = 0;
+            }
+
+            const index_t head0 = grp * hg;
+            const T* xv = &in.x(b, 0, head0, 0);
+            T* yo = &y(b, q0, head0, 0);
+            kernels::cpu::map_rows(yo, rows, hg * p, y.stride(1)).noalias() =
+                scores * kernels::cpu::map_rows(xv, keys, hg * p, in.x.stride(1));
+            if constexpr (Variant::skip_D) {
+                for (index_t r = 0; r < rows; ++r)
+                    for (index_t k = head0; k < head0 + hg; ++k) {
+                        const T d = in.D[k];
+                        const T* xr = &in.x(b, q0 + r, k, 0);
+                        T* yr = &y(b, q0 + r, k, 0);
+                        for (index_t i = 0; i < p; ++i) yr[i] += d * xr[i];
+                    }
+            }
+        });
+    }
+
+private:
+    // Rotate-half RoPE of C and B for positions < prefix into (batch, prefix, g, n) buffers.
+    template <class T>
+    static void rotate(const ssm_inputs<T>& in, index_t prefix, T* rc, T* rb) {
+        const index_t batch = in.batch(), g = in.ngroups(), n = in.d_state(), half = n / 2;
+        require(n % 2 == 0, "RoPE attention needs an even d_state, got ", n);
+        parallel_for(batch * prefix, [&](index_t row, int) {
+            const index_t b = row / prefix, t = row % prefix;
+            for (index_t grp = 0; grp < g; ++grp) {
+                T* oc = rc + (row * g + grp) * n;
+                T* ob = rb + (row * g + grp) * n;
+                for (index_t i = 0; i < half; ++i) {
+                    const double freq = std::pow(Variant::position::theta, -2.0 * static_cast<double>(i) / n);
+                    const double angle = static_cast<double>(t) * freq;
+                    const T cs = static_cast<T>(std::cos(angle)), sn = static_cast<T>(std::sin(angle));
+                    const T c1 = in.C(b, t, grp, i), c2 = in.C(b, t, grp, i + half);
+                    const T b1 = in.B(b, t, grp, i), b2 = in.B(b, t, grp, i + half);
+                    oc[i] = c1 * cs - c2 * sn;
+                    oc[i + half] = c2 * cs + c1 * sn;
+                    ob[i] = b1 * cs - b2 * sn;
+                    ob[i + half] = b2 * cs + b1 * sn;
+                }
+            }
+        });
+    }
+};
+
+}  // namespace transmamba

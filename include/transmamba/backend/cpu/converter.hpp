@@ -1,0 +1,71 @@
+#pragma once
+// The exact Memory Converter on the CPU (SPEC.md section 3, paper eq. 8-9):
+//   S_{P-1} = (prod_{m<P} a_m) S_init + sum_{j<P} w_j x_j B_j^T,  w_j = exp(sum_{m=j+1}^{P-1} dt_m A) dt_j
+// i.e. X^T diag(w) B over the prefix, taken tile by tile (one chunk-state product per tile) so that
+// the scratch is bounded by chunk_size whatever P is. The suffix sums are accumulated directly from
+// the end, so no difference of large cumulative sums is ever taken.
+#include <algorithm>
+#include <cmath>
+
+#include "transmamba/backend/cpu/eigen.hpp"
+#include "transmamba/backend/cpu/traits.hpp"
+#include "transmamba/core/config.hpp"
+#include "transmamba/core/parallel.hpp"
+#include "transmamba/core/ssm_inputs.hpp"
+#include "transmamba/core/workspace.hpp"
+#include "transmamba/policy/converter.hpp"
+
+namespace transmamba {
+
+template <>
+struct converter_kernel<exact_converter, cpu> {
+    template <class T>
+    static T* layout(workspace_arena& arena, const mixer_config& cfg) {
+        // per thread: one tile of weighted keys (chunk x d_state)
+        return arena.take<T>(static_cast<std::size_t>(max_threads() * cfg.chunk_size * cfg.d_state));
+    }
+    template <class T>
+    static std::size_t scratch_bytes(const mixer_config& cfg, index_t) {
+        workspace_arena measure;
+        layout<T>(measure, cfg);
+        return measure.used();
+    }
+
+    // state: in, the state before token 0 (zeros for a fresh sequence); out, the state after
+    // token prefix - 1.
+    template <class T>
+    static void run(const cpu_context&, const mixer_config& cfg, const ssm_inputs<T>& in, index_t prefix,
+                    tensor_view<T, 4> state, workspace_span span) {
+        using namespace kernels::cpu;
+        if (prefix <= 0) return;
+        require(state.is_contiguous(), "converter: the state must be contiguous");
+        workspace_arena arena(span);
+        T* scratch = layout<T>(arena, cfg);
+        const index_t Q = cfg.chunk_size, p = in.headdim(), n = in.d_state(), hg = in.heads_per_group();
+
+        parallel_for(in.batch() * in.nheads(), [&](index_t task, int thread) {
+            const index_t b = task / in.nheads(), k = task % in.nheads(), grp = k / hg;
+            const T A = in.A[k];
+            auto S = map_rows(&state(b, k, 0, 0), p, n, n);
+            T total = 0;  // sum over the whole prefix of dt_m A: decays the initial state
+            for (index_t t = 0; t < prefix; ++t) total += in.dt(b, t, k) * A;
+            S *= std::exp(total);
+
+            auto Bw = map_rows(scratch + thread * Q * n, Q, n, n);
+            T suffix = 0;  // sum_{m > j} dt_m A, grown from the end of the prefix
+            const index_t last_tile = (prefix - 1) / Q * Q;
+            for (index_t c0 = last_tile; c0 >= 0; c0 -= Q) {
+                const index_t q = std::min(Q, prefix - c0);
+                const auto Bc = map_rows(&in.B(b, c0, grp, 0), q, n, in.B.stride(1));
+                for (index_t j = q - 1; j >= 0; --j) {
+                    const T dt = in.dt(b, c0 + j, k);
+                    Bw.row(j) = (std::exp(suffix) * dt) * Bc.row(j);
+                    suffix += dt * A;
+                }
+                S.noalias() += map_rows(&in.x(b, c0, k, 0), q, p, in.x.stride(1)).transpose() * Bw.topRows(q);
+            }
+        });
+    }
+};
+
+}  // namespace transmamba

@@ -1,0 +1,48 @@
+#pragma once
+// backend_traits<cpu>: host memory, OpenMP threads, Eigen GEMMs.
+#include <algorithm>
+#include <cstddef>
+
+#include "transmamba/backend/cpu/eigen.hpp"
+#include "transmamba/backend/traits.hpp"
+#include "transmamba/core/host_buffer.hpp"
+#include "transmamba/core/workspace.hpp"
+
+namespace transmamba {
+
+struct cpu_context {};  // the CPU backend runs on the calling thread plus OpenMP's pool
+
+template <>
+struct backend_traits<cpu> {
+    template <class T>
+    using buffer = host_buffer<T>;
+    using context = cpu_context;
+    static constexpr bool host_accessible = true;
+
+    template <class T>
+    static void copy_to_host(const T* device, T* host, std::size_t n, const context&) {
+        std::copy_n(device, n, host);
+    }
+    template <class T>
+    static void copy_from_host(const T* host, T* device, std::size_t n, const context&) {
+        std::copy_n(host, n, device);
+    }
+    static void synchronize(const context&) {}
+    template <class T>
+    static void fill(const context&, T* data, std::size_t n, T value) {
+        std::fill_n(data, n, value);
+    }
+    template <class T>
+    static void copy(const context&, const T* from, T* to, std::size_t n) {
+        std::copy_n(from, n, to);
+    }
+
+    // C (m x n) = A (m x k) * W (n x k)^T, all row-major with leading dimensions; Eigen threads it.
+    template <class T>
+    static void gemm_nt(const context&, index_t m, index_t n, index_t k, const T* A, index_t lda, const T* W,
+                        index_t ldw, T* C, index_t ldc) {
+        kernels::cpu::gemm_nt(m, n, k, A, lda, W, ldw, C, ldc);
+    }
+};
+
+}  // namespace transmamba

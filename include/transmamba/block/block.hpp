@@ -1,0 +1,165 @@
+#pragma once
+// Residual blocks (SPEC.md section 7): the TransMamba block u + mixer(rmsnorm(u) * norm.weight), as
+// in Mamba2 checkpoints, and the MLP block the paper alternates with it.
+#include <algorithm>
+#include <string_view>
+#include <vector>
+
+#include "transmamba/backend/traits.hpp"
+#include "transmamba/block/mixer.hpp"
+#include "transmamba/core/config.hpp"
+#include "transmamba/core/tensor_view.hpp"
+#include "transmamba/core/workspace.hpp"
+
+namespace transmamba {
+
+// Sizes of a model built from blocks.
+struct model_config {
+    mixer_config mixer;
+    index_t d_ff = 0;        // hidden size of the MLP blocks (unused by mixer-only stacks)
+    index_t num_layers = 1;  // repeats of the stack's layer pattern
+
+    void validate() const {
+        mixer.validate();
+        require(num_layers > 0, "model_config.num_layers must be positive, got ", num_layers);
+        require(d_ff >= 0, "model_config.d_ff must be non-negative, got ", d_ff);
+    }
+};
+
+// u + mixer(rmsnorm(u) * norm.weight), in place on the hidden states.
+template <class T, class Backend, class Policies = paper_policies>
+class mixer_block {
+public:
+    using value_type = T;
+    using backend = Backend;
+    using mixer_type = transmamba::mixer<T, Backend, Policies>;
+    using compute_type = typename mixer_type::compute_type;
+    using context = typename backend_traits<Backend>::context;
+    static constexpr bool has_transpoint = true;
+
+    explicit mixer_block(const model_config& cfg) : mixer_(cfg.mixer) { norm_weight_.resize(cfg.mixer.d_model); }
+
+    mixer_type& mixer_layer() { return mixer_; }
+    const mixer_type& mixer_layer() const { return mixer_; }
+
+    // Parameters under their checkpoint names relative to the block ("norm.weight",
+    // "mixer.in_proj.weight", ...).
+    template <class F>
+    void for_each_parameter(F&& f) {
+        const index_t d = mixer_.config().d_model;
+        f(std::string_view("norm.weight"), norm_weight_, std::vector<index_t>{d});
+        mixer_.params().for_each([&](std::string_view name, auto& buf, const std::vector<index_t>& shape) {
+            f(std::string("mixer.") + std::string(name), buf, shape);
+        });
+    }
+
+    std::size_t workspace_bytes(index_t batch, index_t L) const {
+        workspace_arena measure;
+        layout(measure, batch, L);
+        return measure.used();
+    }
+
+    void forward(tensor_view<T, 3> hidden, index_t transpoint, workspace_span ws,
+                 mixer_state_io<compute_type> state = {}, const context& ctx = {}) const {
+        const index_t batch = hidden.extent(0), L = hidden.extent(1), d = mixer_.config().d_model;
+        expect_shape(hidden, "hidden", {batch, L, d});
+        require(ws.bytes >= workspace_bytes(batch, L), "workspace too small for the mixer block: has ", ws.bytes,
+                " bytes, needs ", workspace_bytes(batch, L));
+        workspace_arena arena(ws);
+        const auto buf = layout(arena, batch, L);
+        const auto rows = batch * L;
+        block_kernel<Backend>::rmsnorm(ctx, rows, d, hidden.data(), norm_weight_.data(), mixer_.config().norm_eps,
+                                       buf.normed);
+        mixer_.forward(tensor_view<const T, 3>(buf.normed, {batch, L, d}), tensor_view<T, 3>(buf.mixed, {batch, L, d}),
+                       transpoint, buf.inner, state, ctx);
+        block_kernel<Backend>::add(ctx, static_cast<std::size_t>(rows * d), buf.mixed, hidden.data());
+    }
+
+private:
+    struct buffers {
+        T* normed;
+        T* mixed;
+        workspace_span inner;
+    };
+    buffers layout(workspace_arena& arena, index_t batch, index_t L) const {
+        const auto n = static_cast<std::size_t>(batch * L * mixer_.config().d_model);
+        buffers b{arena.take<T>(n), arena.take<T>(n), {}};
+        const std::size_t inner = mixer_.workspace_bytes(batch, L);
+        b.inner = {arena.take<std::byte>(inner), arena.measuring() ? 0 : inner};
+        return b;
+    }
+
+    mixer_type mixer_;
+    typename backend_traits<Backend>::template buffer<T> norm_weight_;
+};
+
+// u + down_proj(silu(gate_proj(h)) * up_proj(h)), h = rmsnorm(u) * norm.weight: the SwiGLU MLP of
+// LLaMA-style models, which the paper's TransMamba models interleave 1:1 with mixer blocks.
+template <class T, class Backend>
+class mlp_block {
+public:
+    using value_type = T;
+    using backend = Backend;
+    using context = typename backend_traits<Backend>::context;
+    using buffer = typename backend_traits<Backend>::template buffer<T>;
+    static constexpr bool has_transpoint = false;
+
+    explicit mlp_block(const model_config& cfg) : d_model_(cfg.mixer.d_model), d_ff_(cfg.d_ff), eps_(cfg.mixer.norm_eps) {
+        require(d_ff_ > 0, "mlp_block needs model_config.d_ff > 0, got ", d_ff_);
+        for_each_parameter([](std::string_view, buffer& b, const std::vector<index_t>& shape) {
+            std::size_t n = 1;
+            for (auto e : shape) n *= static_cast<std::size_t>(e);
+            b.resize(n);
+        });
+    }
+
+    index_t d_ff() const { return d_ff_; }
+
+    template <class F>
+    void for_each_parameter(F&& f) {
+        f(std::string_view("norm.weight"), norm_weight_, std::vector<index_t>{d_model_});
+        f(std::string_view("mlp.gate_proj.weight"), gate_proj_, std::vector<index_t>{d_ff_, d_model_});
+        f(std::string_view("mlp.up_proj.weight"), up_proj_, std::vector<index_t>{d_ff_, d_model_});
+        f(std::string_view("mlp.down_proj.weight"), down_proj_, std::vector<index_t>{d_model_, d_ff_});
+    }
+
+    std::size_t workspace_bytes(index_t batch, index_t L) const {
+        workspace_arena measure;
+        layout(measure, batch, L);
+        return measure.used();
+    }
+
+    void forward(tensor_view<T, 3> hidden, index_t /*transpoint*/, workspace_span ws, const context& ctx = {}) const {
+        const index_t batch = hidden.extent(0), L = hidden.extent(1), rows = batch * L;
+        expect_shape(hidden, "hidden", {batch, L, d_model_});
+        require(ws.bytes >= workspace_bytes(batch, L), "workspace too small for the MLP block: has ", ws.bytes,
+                " bytes, needs ", workspace_bytes(batch, L));
+        workspace_arena arena(ws);
+        const auto b = layout(arena, batch, L);
+        using traits = backend_traits<Backend>;
+        block_kernel<Backend>::rmsnorm(ctx, rows, d_model_, hidden.data(), norm_weight_.data(), eps_, b.normed);
+        traits::gemm_nt(ctx, rows, d_ff_, d_model_, b.normed, d_model_, gate_proj_.data(), d_model_, b.gate_up, 2 * d_ff_);
+        traits::gemm_nt(ctx, rows, d_ff_, d_model_, b.normed, d_model_, up_proj_.data(), d_model_, b.gate_up + d_ff_,
+                        2 * d_ff_);
+        block_kernel<Backend>::swiglu(ctx, rows, d_ff_, b.gate_up, b.act);
+        traits::gemm_nt(ctx, rows, d_model_, d_ff_, b.act, d_ff_, down_proj_.data(), d_ff_, b.normed, d_model_);
+        block_kernel<Backend>::add(ctx, static_cast<std::size_t>(rows * d_model_), b.normed, hidden.data());
+    }
+
+private:
+    struct buffers {
+        T* normed;   // rmsnorm(u), later the MLP's output
+        T* gate_up;  // (rows, 2 d_ff)
+        T* act;      // (rows, d_ff)
+    };
+    buffers layout(workspace_arena& arena, index_t batch, index_t L) const {
+        const auto rows = static_cast<std::size_t>(batch * L);
+        return {arena.take<T>(rows * d_model_), arena.take<T>(rows * 2 * d_ff_), arena.take<T>(rows * d_ff_)};
+    }
+
+    index_t d_model_, d_ff_;
+    double eps_;
+    buffer norm_weight_, gate_proj_, up_proj_, down_proj_;
+};
+
+}  // namespace transmamba

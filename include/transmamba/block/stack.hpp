@@ -1,0 +1,131 @@
+#pragma once
+// A stack of blocks whose types are chosen at compile time (SPEC.md section 7): a layer pattern is
+// repeated num_layers times and followed by the final RMSNorm (norm_f). Mamba2 checkpoints are the
+// pattern <transmamba_layer>; the paper's models <transmamba_layer, mlp_layer> (1:1).
+#include <cstddef>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "transmamba/block/block.hpp"
+#include "transmamba/policy/transpoint.hpp"
+
+namespace transmamba {
+
+// Layer kinds: a kind binds the value type and backend of the stack to a block type.
+template <class Policies = paper_policies>
+struct transmamba_layer {
+    template <class T, class Backend>
+    using block = mixer_block<T, Backend, Policies>;
+};
+struct mlp_layer {
+    template <class T, class Backend>
+    using block = mlp_block<T, Backend>;
+};
+
+template <class... Kinds>
+struct layer_pattern {};
+
+using mamba2_pattern = layer_pattern<transmamba_layer<>>;
+using paper_pattern = layer_pattern<transmamba_layer<>, mlp_layer>;
+
+template <class T, class Backend, class Pattern>
+class stack;
+
+template <class T, class Backend, class... Kinds>
+class stack<T, Backend, layer_pattern<Kinds...>> {
+public:
+    using value_type = T;
+    using backend = Backend;
+    using group = std::tuple<typename Kinds::template block<T, Backend>...>;
+    using context = typename backend_traits<Backend>::context;
+    // Blocks that take a TransPoint ("TransMamba layers") per repeat of the pattern.
+    static constexpr index_t transpoint_layers_per_group =
+        (index_t(0) + ... + index_t(Kinds::template block<T, Backend>::has_transpoint));
+
+    explicit stack(const model_config& cfg) : config_(cfg) {
+        cfg.validate();
+        groups_.reserve(static_cast<std::size_t>(cfg.num_layers));
+        for (index_t i = 0; i < cfg.num_layers; ++i)
+            groups_.emplace_back(typename Kinds::template block<T, Backend>(cfg)...);
+        norm_f_.resize(cfg.mixer.d_model);
+    }
+
+    const model_config& config() const { return config_; }
+    index_t num_blocks() const { return config_.num_layers * index_t(sizeof...(Kinds)); }
+    // How many blocks take a TransPoint: the layer indices a TransPoint policy is asked about.
+    index_t num_transpoint_layers() const { return config_.num_layers * transpoint_layers_per_group; }
+    group& layer_group(index_t i) { return groups_.at(static_cast<std::size_t>(i)); }
+
+    // Every parameter with its checkpoint name ("layers.{i}.mixer.in_proj.weight", ...,
+    // "norm_f.weight"); block i counts blocks of every kind in order.
+    template <class F>
+    void for_each_parameter(F&& f) {
+        index_t block_index = 0;
+        auto visit = [&](auto& block) {
+            const std::string prefix = "layers." + std::to_string(block_index++) + ".";
+            block.for_each_parameter([&](std::string_view name, auto& buf, const std::vector<index_t>& shape) {
+                f(prefix + std::string(name), buf, shape);
+            });
+        };
+        for (auto& g : groups_) std::apply([&](auto&... blocks) { (visit(blocks), ...); }, g);
+        f(std::string("norm_f.weight"), norm_f_, std::vector<index_t>{config_.mixer.d_model});
+    }
+
+    std::size_t workspace_bytes(index_t batch, index_t L) const {
+        std::size_t most = 0;
+        std::apply([&](const auto&... blocks) { ((most = std::max(most, blocks.workspace_bytes(batch, L))), ...); },
+                   groups_.front());
+        return most;
+    }
+
+    // out = norm_f(blocks(u)); the TransMamba layer with index i (counting only blocks that take a
+    // TransPoint) runs at P = resolve_transpoint(policy, i, L).
+    template <transpoint_policy Policy>
+    void forward(tensor_view<const T, 3> u, tensor_view<T, 3> out, const Policy& policy, workspace_span ws,
+                 const context& ctx = {}) const {
+        const index_t batch = u.extent(0), L = u.extent(1), d = config_.mixer.d_model;
+        expect_shape(u, "u", {batch, L, d});
+        expect_shape(out, "out", {batch, L, d});
+        expect_contiguous(u, "u");
+        expect_contiguous(out, "out");
+        require(ws.bytes >= workspace_bytes(batch, L), "workspace too small for the stack: has ", ws.bytes,
+                " bytes, needs ", workspace_bytes(batch, L));
+        // Resolve every layer's P first, so that a bad policy fails before anything is written.
+        std::vector<index_t> points(static_cast<std::size_t>(num_transpoint_layers()));
+        for (index_t i = 0; i < num_transpoint_layers(); ++i) points[std::size_t(i)] = resolve_transpoint(policy, i, L);
+
+        using traits = backend_traits<Backend>;
+        traits::copy(ctx, u.data(), out.data(), static_cast<std::size_t>(u.size()));
+        index_t layer = 0;
+        for (const auto& g : groups_) {
+            std::apply([&](const auto&... blocks) {
+                (run_block(blocks, out, points, layer, ws, ctx), ...);
+            }, g);
+        }
+        block_kernel<Backend>::rmsnorm(ctx, batch * L, d, out.data(), norm_f_.data(), config_.mixer.norm_eps, out.data());
+    }
+
+    template <transpoint_policy Policy>
+    void forward(tensor_view<const T, 3> u, tensor_view<T, 3> out, const Policy& policy, workspace<Backend>& ws,
+                 const context& ctx = {}) const {
+        forward(u, out, policy, ws.reserve(workspace_bytes(u.extent(0), u.extent(1))), ctx);
+    }
+
+private:
+    template <class Block>
+    static void run_block(const Block& block, tensor_view<T, 3> hidden, const std::vector<index_t>& points,
+                          index_t& layer, workspace_span ws, const context& ctx) {
+        if constexpr (Block::has_transpoint) {
+            block.forward(hidden, points[static_cast<std::size_t>(layer++)], ws, {}, ctx);
+        } else {
+            block.forward(hidden, 0, ws, ctx);
+        }
+    }
+
+    model_config config_;
+    std::vector<group> groups_;
+    typename backend_traits<Backend>::template buffer<T> norm_f_;
+};
+
+}  // namespace transmamba
