@@ -127,7 +127,8 @@ private:
         A* zxbcdt;       // (batch*L, d_in_proj)
         A* xbc;          // (batch*L, conv_dim), after conv + SiLU
         A* dt;           // (batch*L, nheads)
-        A* a_coef;       // (nheads)
+        A* a_coef;       // (nheads): A = -exp(A_log)
+        A* d_coef;       // (nheads): D in the compute type
         A* y;            // (batch*L, d_inner)
         T* normed;       // (batch*L, d_inner): the out-projection's input
         A* state;        // (batch, nheads, headdim, d_state) when the caller does not take it
@@ -142,6 +143,7 @@ private:
         b.xbc = arena.take<A>(rows * c.conv_dim());
         b.dt = arena.take<A>(rows * c.nheads());
         b.a_coef = arena.take<A>(c.nheads());
+        b.d_coef = arena.take<A>(c.nheads());
         b.y = arena.take<A>(rows * c.d_inner());
         b.normed = arena.take<T>(rows * c.d_inner());
         b.state = own_state ? arena.take<A>(static_cast<std::size_t>(batch * c.nheads() * c.headdim * c.d_state)) : nullptr;
@@ -188,16 +190,17 @@ private:
         traits::gemm_nt(ctx, rows, c.d_in_proj(), c.d_model, u.data(), c.d_model, w.in_proj.data(), c.d_model,
                         buf.zxbcdt, c.d_in_proj());
         projection::conv_silu(ctx, c, batch, L, buf.zxbcdt, w.conv_weight.data(), w.conv_bias.data(), buf.xbc);
-        projection::time_steps(ctx, c, rows, buf.zxbcdt, w.dt_bias.data(), w.A_log.data(), buf.dt, buf.a_coef);
+        projection::time_steps(ctx, c, rows, buf.zxbcdt, w.dt_bias.data(), w.A_log.data(), w.D.data(), buf.dt,
+                               buf.a_coef, buf.d_coef);
 
-        // x, B, C are strided views into xBC; D is read in the parameters' type converted once.
+        // x, B, C are strided views into xBC.
         ssm_inputs<A> in{
             tensor_view<const A, 4>(buf.xbc, {batch, L, h, p}, {L * cd, cd, p, 1}),
             tensor_view<const A, 4>(buf.xbc + c.d_inner(), {batch, L, g, n}, {L * cd, cd, n, 1}),
             tensor_view<const A, 4>(buf.xbc + c.d_inner() + g * n, {batch, L, g, n}, {L * cd, cd, n, 1}),
             tensor_view<const A, 3>(buf.dt, {batch, L, h}),
             buf.a_coef,
-            skip_coefficients(),
+            buf.d_coef,
         };
         const tensor_view<A, 4> y(buf.y, {batch, L, h, p});
         const tensor_view<A, 4> S(own(buf, io), {batch, h, p, n});
@@ -218,17 +221,8 @@ private:
         return io.final_state.empty() ? buf.state : io.final_state.data();
     }
 
-    // D in the compute type. On the CPU with T == compute type this is the parameter itself.
-    const A* skip_coefficients() const {
-        static_assert(std::is_same_v<A, T> || !traits::host_accessible,
-                      "a host backend computes in the storage type");
-        if constexpr (std::is_same_v<A, T>) return params_.D.data();
-        else return d_compute_.data();
-    }
-
     params_type params_;
     mutable bool checked_ = false;
-    typename traits::template buffer<A> d_compute_;  // only for storage types narrower than compute
 };
 
 }  // namespace transmamba

@@ -35,13 +35,17 @@ struct projection_kernel<mamba2_projection, cpu> {
         });
     }
 
-    // dt (rows, nheads) = clamp(softplus(dt_raw + dt_bias), dt_min, dt_max); A (nheads) = -exp(A_log).
+    // dt (rows, nheads) = clamp(softplus(dt_raw + dt_bias), dt_min, dt_max); per head, in the
+    // compute type: a_coef = A = -exp(A_log) and d_coef = D.
     template <class T, class A>
     static void time_steps(const cpu_context&, const mixer_config& cfg, index_t rows, const A* zxbcdt,
-                           const T* dt_bias, const T* A_log, A* dt, A* a_coef) {
+                           const T* dt_bias, const T* A_log, const T* D, A* dt, A* a_coef, A* d_coef) {
         const index_t h = cfg.nheads(), stride = cfg.d_in_proj(), offset = cfg.d_in_proj() - h;
         const A lo = static_cast<A>(cfg.dt_min), hi = static_cast<A>(std::min<double>(cfg.dt_max, 3.0e38));
-        for (index_t k = 0; k < h; ++k) a_coef[k] = -std::exp(static_cast<A>(A_log[k]));
+        for (index_t k = 0; k < h; ++k) {
+            a_coef[k] = -std::exp(static_cast<A>(A_log[k]));
+            d_coef[k] = static_cast<A>(D[k]);
+        }
         parallel_for(rows, [&](index_t r, int) {
             const A* raw = zxbcdt + r * stride + offset;
             for (index_t k = 0; k < h; ++k)
