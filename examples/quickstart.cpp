@@ -1,0 +1,3 @@
+#include <transmamba/transmamba.hpp>
+#include <cstdio>
+int main(){ std::puts("placeholder"); }
