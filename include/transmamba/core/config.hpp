@@ -38,8 +38,9 @@ struct mixer_config {
                 " is not a multiple of headdim = ", headdim);
         require(ngroups > 0, "mixer_config.ngroups must be positive, got ", ngroups);
         require(nheads() % ngroups == 0, "mixer_config: ngroups = ", ngroups, " does not divide nheads = ", nheads());
-        require(dt_min >= 0.0 && dt_min <= dt_max, "mixer_config: time-step limit [", dt_min, ", ", dt_max,
-                "] is not an interval of non-negative numbers");
+        require(dt_min >= 0.0 && dt_min <= dt_max && dt_min < std::numeric_limits<double>::infinity(),
+                "mixer_config: time-step limit [dt_min, dt_max] = [", dt_min, ", ", dt_max,
+                "] is not an interval of non-negative numbers with a finite dt_min");
         require(norm_eps > 0.0 && norm_eps < 1.0, "mixer_config.norm_eps must be in (0, 1), got ", norm_eps);
     }
 };
