@@ -106,7 +106,7 @@ public:
         }
         require(ws.bytes >= workspace_bytes(batch, L), "workspace too small for batch ", batch, ", L ", L, ": has ",
                 ws.bytes, " bytes, needs ", workspace_bytes(batch, L));
-        check_inputs(u, state.initial_state);
+        check_inputs(u, state.initial_state, ctx);
 
         workspace_arena arena(ws);
         const bool own_state = state.final_state.empty();
@@ -125,7 +125,7 @@ private:
 
     struct buffers {
         A* zxbcdt;       // (batch*L, d_in_proj)
-        A* xbc;          // (batch*L, conv_dim), after conv + SiLU
+        T* xbc;          // (batch*L, conv_dim), after conv + SiLU, in the storage type
         A* dt;           // (batch*L, nheads)
         A* a_coef;       // (nheads): A = -exp(A_log)
         A* d_coef;       // (nheads): D in the compute type
@@ -140,44 +140,33 @@ private:
         const auto rows = static_cast<std::size_t>(batch * L);
         buffers b{};
         b.zxbcdt = arena.take<A>(rows * c.d_in_proj());
-        b.xbc = arena.take<A>(rows * c.conv_dim());
+        b.xbc = arena.take<T>(rows * c.conv_dim());
         b.dt = arena.take<A>(rows * c.nheads());
         b.a_coef = arena.take<A>(c.nheads());
         b.d_coef = arena.take<A>(c.nheads());
         b.y = arena.take<A>(rows * c.d_inner());
         b.normed = arena.take<T>(rows * c.d_inner());
         b.state = own_state ? arena.take<A>(static_cast<std::size_t>(batch * c.nheads() * c.headdim * c.d_state)) : nullptr;
-        const std::size_t scratch = std::max({attention::template scratch_bytes<A>(c, batch, L),
-                                              converter::template scratch_bytes<A>(c, batch),
-                                              scan::template scratch_bytes<A>(c, batch)});
+        const std::size_t scratch = std::max({attention::template scratch_bytes<T>(c, batch, L),
+                                              converter::template scratch_bytes<T>(c, batch, L),
+                                              scan::template scratch_bytes<T>(c, batch, L)});
         std::byte* s = arena.take<std::byte>(scratch);
         b.scratch = {s, arena.measuring() ? 0 : scratch};
         return b;
     }
 
-    void check_inputs(tensor_view<const T, 3> u, tensor_view<const A, 4> initial_state) const {
+    void check_inputs(tensor_view<const T, 3> u, tensor_view<const A, 4> initial_state, const context& ctx) const {
         if (!checked_) {
             check_finite(params_);
             checked_ = true;
         }
-        const auto host = traits::host_accessible ? std::vector<T>{} : to_host_view(u);
-        const T* p = traits::host_accessible ? u.data() : host.data();
-        for (index_t i = 0; i < u.size(); ++i)
-            require(std::isfinite(static_cast<double>(p[i])), "tensor 'u' holds a non-finite value (",
-                    static_cast<double>(p[i]), ") at flat index ", i);
+        const index_t bad = traits::first_non_finite(ctx, u.data(), static_cast<std::size_t>(u.size()));
+        require(bad < 0, "tensor 'u' holds a non-finite value at flat index ", bad);
         if (!initial_state.empty()) {
-            const auto hs = traits::host_accessible ? std::vector<A>{} : to_host_view(initial_state);
-            const A* q = traits::host_accessible ? initial_state.data() : hs.data();
-            for (index_t i = 0; i < initial_state.size(); ++i)
-                require(std::isfinite(static_cast<double>(q[i])), "tensor 'initial_state' holds a non-finite value at flat index ", i);
+            const index_t bad_state =
+                traits::first_non_finite(ctx, initial_state.data(), static_cast<std::size_t>(initial_state.size()));
+            require(bad_state < 0, "tensor 'initial_state' holds a non-finite value at flat index ", bad_state);
         }
-    }
-    template <class V>
-    static auto to_host_view(const V& v) {
-        std::vector<std::remove_const_t<typename V::element_type>> host(static_cast<std::size_t>(v.size()));
-        traits::copy_to_host(v.data(), host.data(), host.size(), {});
-        traits::synchronize({});
-        return host;
     }
 
     void run(tensor_view<const T, 3> u, tensor_view<T, 3> out, index_t P, const buffers& buf,
@@ -194,10 +183,10 @@ private:
                                buf.a_coef, buf.d_coef);
 
         // x, B, C are strided views into xBC.
-        ssm_inputs<A> in{
-            tensor_view<const A, 4>(buf.xbc, {batch, L, h, p}, {L * cd, cd, p, 1}),
-            tensor_view<const A, 4>(buf.xbc + c.d_inner(), {batch, L, g, n}, {L * cd, cd, n, 1}),
-            tensor_view<const A, 4>(buf.xbc + c.d_inner() + g * n, {batch, L, g, n}, {L * cd, cd, n, 1}),
+        ssm_inputs<T> in{
+            tensor_view<const T, 4>(buf.xbc, {batch, L, h, p}, {L * cd, cd, p, 1}),
+            tensor_view<const T, 4>(buf.xbc + c.d_inner(), {batch, L, g, n}, {L * cd, cd, n, 1}),
+            tensor_view<const T, 4>(buf.xbc + c.d_inner() + g * n, {batch, L, g, n}, {L * cd, cd, n, 1}),
             tensor_view<const A, 3>(buf.dt, {batch, L, h}),
             buf.a_coef,
             buf.d_coef,

@@ -81,12 +81,10 @@ auto to_host(const Buffer& buf, const typename backend_traits<Backend>::context&
 // Throws naming the first parameter that holds a NaN or an infinity, with the element's index.
 template <class Params>
 void check_finite(const Params& params, std::string_view owner = "mixer") {
+    using traits = backend_traits<typename Params::backend>;
     params.for_each([&](std::string_view name, const auto& buf, const std::vector<index_t>&) {
-        using Backend = typename Params::backend;
-        const auto host = to_host<Backend>(buf);
-        for (std::size_t i = 0; i < host.size(); ++i)
-            require(std::isfinite(static_cast<double>(host[i])), owner, " parameter '", name, "' holds a non-finite value (",
-                    static_cast<double>(host[i]), ") at flat index ", i);
+        const index_t bad = traits::first_non_finite(typename traits::context{}, buf.data(), buf.size());
+        require(bad < 0, owner, " parameter '", name, "' holds a non-finite value at flat index ", bad);
     });
 }
 

@@ -25,7 +25,7 @@ struct converter_kernel<exact_converter, cpu> {
         return arena.take<T>(static_cast<std::size_t>(max_threads() * cfg.chunk_size * cfg.d_state));
     }
     template <class T>
-    static std::size_t scratch_bytes(const mixer_config& cfg, index_t) {
+    static std::size_t scratch_bytes(const mixer_config& cfg, index_t /*batch*/, index_t /*seqlen*/) {
         workspace_arena measure;
         layout<T>(measure, cfg);
         return measure.used();

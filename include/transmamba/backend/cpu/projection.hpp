@@ -3,6 +3,7 @@
 // and out-projections are plain GEMMs (backend_traits<cpu>::gemm_nt).
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "transmamba/backend/cpu/traits.hpp"
 #include "transmamba/core/config.hpp"
@@ -18,7 +19,8 @@ struct projection_kernel<mamba2_projection, cpu> {
     // zxbcdt: (batch, L, d_in_proj); conv_weight: (conv_dim, d_conv); out-of-sequence inputs are 0.
     template <class T, class A>
     static void conv_silu(const cpu_context&, const mixer_config& cfg, index_t batch, index_t seqlen, const A* zxbcdt,
-                          const T* conv_weight, const T* conv_bias, A* xbc) {
+                          const T* conv_weight, const T* conv_bias, T* xbc) {
+        static_assert(std::is_same_v<T, A>, "the CPU backend computes in its storage type");
         const index_t width = cfg.d_conv, channels = cfg.conv_dim(), in_stride = cfg.d_in_proj();
         const index_t in_offset = cfg.d_inner();  // xBC follows z in the in-projection's output
         parallel_for(batch * seqlen, [&](index_t row, int) {

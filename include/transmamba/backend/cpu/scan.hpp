@@ -27,7 +27,7 @@ void check_scan_views(const ssm_inputs<T>& in, const tensor_view<T, 4>& state) {
 template <>
 struct scan_kernel<sequential_scan, cpu> {
     template <class T>
-    static std::size_t scratch_bytes(const mixer_config&, index_t) {
+    static std::size_t scratch_bytes(const mixer_config&, index_t /*batch*/, index_t /*seqlen*/) {
         return 0;
     }
 
@@ -80,7 +80,7 @@ struct scan_kernel<chunked_ssd_scan, cpu> {
         return s;
     }
     template <class T>
-    static std::size_t scratch_bytes(const mixer_config& cfg, index_t) {
+    static std::size_t scratch_bytes(const mixer_config& cfg, index_t /*batch*/, index_t /*seqlen*/) {
         workspace_arena measure;
         layout<T>(measure, cfg);
         return measure.used();

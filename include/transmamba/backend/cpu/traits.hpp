@@ -1,6 +1,7 @@
 #pragma once
 // backend_traits<cpu>: host memory, OpenMP threads, Eigen GEMMs.
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 
 #include "transmamba/backend/cpu/eigen.hpp"
@@ -35,6 +36,13 @@ struct backend_traits<cpu> {
     template <class T>
     static void copy(const context&, const T* from, T* to, std::size_t n) {
         std::copy_n(from, n, to);
+    }
+    // Index of the first NaN or infinity, or -1.
+    template <class T>
+    static index_t first_non_finite(const context&, const T* data, std::size_t n) {
+        for (std::size_t i = 0; i < n; ++i)
+            if (!std::isfinite(static_cast<double>(data[i]))) return static_cast<index_t>(i);
+        return -1;
     }
 
     // C (m x n) = A (m x k) * W (n x k)^T, all row-major with leading dimensions; Eigen threads it.

@@ -1,0 +1,100 @@
+#pragma once
+// backend_traits<cuda>: device memory, a stream per call (cuda_context), cuBLAS GEMMs.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "transmamba/backend/cuda/check.cuh"
+#include "transmamba/backend/cuda/context.cuh"
+#include "transmamba/backend/cuda/device_buffer.cuh"
+#include "transmamba/backend/cuda/types.cuh"
+#include "transmamba/backend/traits.hpp"
+#include "transmamba/core/tensor_view.hpp"
+
+namespace transmamba {
+
+namespace kernels::cuda {
+
+template <class T>
+__global__ void fill_kernel(T* data, std::size_t n, T value) {
+    for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x)
+        data[i] = value;
+}
+
+// Smallest index of a NaN or infinity, or n when there is none.
+template <class T>
+__global__ void first_non_finite_kernel(const T* data, std::size_t n, unsigned long long* first) {
+    for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x)
+        if (!isfinite(to_float(data[i]))) atomicMin(first, static_cast<unsigned long long>(i));
+}
+
+}  // namespace kernels::cuda
+
+template <>
+struct backend_traits<cuda> {
+    template <class T>
+    using buffer = device_buffer<T>;
+    using context = cuda_context;
+    static constexpr bool host_accessible = false;
+
+    template <class T>
+    static void copy_to_host(const T* device, T* host, std::size_t n, const context& ctx) {
+        kernels::cuda::check_cuda(cudaMemcpyAsync(host, device, n * sizeof(T), cudaMemcpyDeviceToHost, ctx.stream),
+                                  "cudaMemcpyAsync (device to host)");
+    }
+    template <class T>
+    static void copy_from_host(const T* host, T* device, std::size_t n, const context& ctx) {
+        kernels::cuda::check_cuda(cudaMemcpyAsync(device, host, n * sizeof(T), cudaMemcpyHostToDevice, ctx.stream),
+                                  "cudaMemcpyAsync (host to device)");
+    }
+    static void synchronize(const context& ctx) {
+        kernels::cuda::check_cuda(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize");
+    }
+    template <class T>
+    static void fill(const context& ctx, T* data, std::size_t n, T value) {
+        if (n == 0) return;
+        kernels::cuda::fill_kernel<<<kernels::cuda::blocks_for(n, 256), 256, 0, ctx.stream>>>(data, n, value);
+        kernels::cuda::check_launch("fill_kernel");
+    }
+    template <class T>
+    static void copy(const context& ctx, const T* from, T* to, std::size_t n) {
+        kernels::cuda::check_cuda(cudaMemcpyAsync(to, from, n * sizeof(T), cudaMemcpyDeviceToDevice, ctx.stream),
+                                  "cudaMemcpyAsync (device to device)");
+    }
+
+    // Index of the first non-finite element, or -1. Synchronises the stream: it is the check that
+    // turns bad input into an error before anything is written.
+    template <class T>
+    static index_t first_non_finite(const context& ctx, const T* data, std::size_t n) {
+        if (n == 0) return -1;
+        device_buffer<unsigned long long> flag(1);
+        const unsigned long long none = n;
+        copy_from_host(&none, flag.data(), 1, ctx);
+        kernels::cuda::first_non_finite_kernel<<<kernels::cuda::blocks_for(n, 256), 256, 0, ctx.stream>>>(data, n, flag.data());
+        kernels::cuda::check_launch("first_non_finite_kernel");
+        unsigned long long first = none;
+        copy_to_host(flag.data(), &first, 1, ctx);
+        synchronize(ctx);
+        return first == none ? -1 : static_cast<index_t>(first);
+    }
+
+    // C (m x n) = A (m x k) * W (n x k)^T, row-major with leading dimensions, float32 accumulation.
+    // Row-major C is column-major C^T = W A^T, hence the swapped operands.
+    template <class TA, class TC>
+    static void gemm_nt(const context& ctx, index_t m, index_t n, index_t k, const TA* A, index_t lda, const TA* W,
+                        index_t ldw, TC* C, index_t ldc) {
+        if (m == 0 || n == 0) return;
+        const float one = 1.0f, zero = 0.0f;
+        kernels::cuda::check_cublas(
+            cublasGemmEx(ctx.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
+                         static_cast<int>(k), &one, W, cuda_dtype<TA>::value, static_cast<int>(ldw), A,
+                         cuda_dtype<TA>::value, static_cast<int>(lda), &zero, C, cuda_dtype<TC>::value,
+                         static_cast<int>(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            "cublasGemmEx");
+    }
+};
+
+}  // namespace transmamba
