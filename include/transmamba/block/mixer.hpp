@@ -14,6 +14,7 @@
 #include <cstddef>
 
 #include "transmamba/backend/traits.hpp"
+#include "transmamba/block/decode_state.hpp"
 #include "transmamba/block/mixer_params.hpp"
 #include "transmamba/core/config.hpp"
 #include "transmamba/core/numeric.hpp"
@@ -114,6 +115,117 @@ public:
         run(u, out, P, buf, state, ctx);
     }
 
+    // ---- Decoding (SPEC.md section 5): one sequence, batch 1 -------------------------------------
+    using decode_state = mixer_decode_state<T, Backend>;
+
+    // Workspace for prefill() over `prompt_len` tokens and for step() with up to `max_tokens`.
+    std::size_t decode_workspace_bytes(index_t prompt_len, index_t max_tokens) const {
+        workspace_arena measure;
+        step_layout(measure, max_tokens);
+        return std::max(measure.used(), workspace_bytes(1, std::max<index_t>(prompt_len, 1)));
+    }
+
+    // One forward pass over a prompt u (1, L, d_model) at TransPoint `transpoint`, leaving `st` ready
+    // for step() at position L: the conv window, and the KV cache (L < P) or the SSM state (L >= P).
+    // `max_tokens` bounds the tokens that can be cached below P (prompt plus generated ones); past P
+    // decoding goes on in constant memory.
+    void prefill(tensor_view<const T, 3> u, tensor_view<T, 3> out, index_t transpoint, index_t max_tokens,
+                 workspace_span ws, decode_state& st, const context& ctx = {}) const {
+        const auto& c = config();
+        const index_t L = u.extent(1);
+        require(u.extent(0) == 1, "prefill decodes one sequence: tensor 'u' must have batch 1, got ", u.extent(0));
+        require(transpoint >= 0, "TransPoint P = ", transpoint, " is negative (P must be >= 0)");
+        require(L <= max_tokens, "prompt of ", L, " tokens exceeds max_tokens = ", max_tokens);
+        require(ws.bytes >= decode_workspace_bytes(L, max_tokens), "workspace too small for prefill: has ", ws.bytes,
+                " bytes, needs ", decode_workspace_bytes(L, max_tokens));
+        const index_t P = transpoint;  // may exceed the prompt: the cache then keeps growing while decoding
+        st.reset(c, P, max_tokens);
+        const tensor_view<A, 4> state(st.state.data(), {1, c.nheads(), c.headdim, c.d_state});
+        forward(u, out, P, ws, {{}, state}, ctx);  // checks everything else; P > L is read as L
+
+        // The workspace still holds the pass's activations: take the decoding state from them.
+        workspace_arena arena(ws);
+        const auto buf = layout(arena, 1, L, /*own_state=*/false);
+        const index_t K = c.d_conv, history = std::min(K - 1, L);
+        traits::copy(ctx, buf.zxbcdt + (L - history) * c.d_in_proj(), st.window.data() + (K - 1 - history) * c.d_in_proj(),
+                     static_cast<std::size_t>(history * c.d_in_proj()));
+        if (L < P) {
+            const index_t cd = c.conv_dim(), gn = c.ngroups * c.d_state;
+            traits::copy_rows(ctx, buf.xbc + c.d_inner(), cd, st.keys.data(), gn, L, gn);
+            traits::copy_rows(ctx, buf.xbc, cd, st.values.data(), c.d_inner(), L, c.d_inner());
+            traits::copy(ctx, buf.dt, st.dts.data(), static_cast<std::size_t>(L * c.nheads()));
+        } else {
+            st.converted = true;  // the pass's final state already is the SSM state after token L - 1
+            st.release_cache();
+        }
+        st.position = L;
+    }
+
+    // One token: u (d_model) -> out (d_model) at position st.position, which then advances.
+    void step(tensor_view<const T, 1> u, tensor_view<T, 1> out, workspace_span ws, decode_state& st,
+              const context& ctx = {}) const {
+        const auto& c = config();
+        expect_shape(u, "u", {c.d_model});
+        expect_shape(out, "out", {c.d_model});
+        const index_t t = st.position, P = st.transpoint, cap = st.capacity(c);
+        require(t >= P || t < cap, "decoding past max_tokens = ", cap, " inside the attention prefix (position ", t, ")");
+        require(ws.bytes >= decode_workspace_bytes(1, cap), "workspace too small for a decoding step: has ", ws.bytes,
+                " bytes, needs ", decode_workspace_bytes(1, cap));
+        check_inputs(tensor_view<const T, 3>(u.data(), {1, 1, c.d_model}), {}, ctx);
+
+        workspace_arena arena(ws);
+        const auto b = step_layout(arena, cap);
+        const index_t K = c.d_conv, dp = c.d_in_proj(), cd = c.conv_dim(), h = c.nheads(), p = c.headdim,
+                      g = c.ngroups, n = c.d_state;
+        // The conv sees the history rows and the newest token's in-projection, in order.
+        traits::copy(ctx, st.window.data(), b.window, static_cast<std::size_t>((K - 1) * dp));
+        A* newest = b.window + (K - 1) * dp;
+        traits::gemm_nt(ctx, 1, dp, c.d_model, u.data(), c.d_model, params_.in_proj.data(), c.d_model, newest, dp);
+        projection::conv_silu(ctx, c, 1, K, b.window, params_.conv_weight.data(), params_.conv_bias.data(), b.xbc);
+        projection::time_steps(ctx, c, 1, newest, params_.dt_bias.data(), params_.A_log.data(), params_.D.data(), b.dt,
+                               b.a_coef, b.d_coef);
+        const T* xbc = b.xbc + (K - 1) * cd;  // x | B | C of the newest token
+
+        if (t < P) {
+            traits::copy(ctx, xbc + c.d_inner(), st.keys.data() + t * g * n, static_cast<std::size_t>(g * n));
+            traits::copy(ctx, xbc, st.values.data() + t * h * p, static_cast<std::size_t>(h * p));
+            traits::copy(ctx, b.dt, st.dts.data() + t * h, static_cast<std::size_t>(h));
+            attention::decode(ctx, c, xbc + c.d_inner() + g * n, st.keys.data(), st.values.data(), b.d_coef, t + 1, b.y,
+                              b.scratch);
+        } else {
+            const tensor_view<A, 4> S(st.state.data(), {1, h, p, n});
+            if (!st.converted) {  // the first SSM token: the Memory Converter turns the cache into S
+                traits::fill(ctx, S.data(), static_cast<std::size_t>(S.size()), A(0));
+                const ssm_inputs<T> prefix{
+                    tensor_view<const T, 4>(st.values.data(), {1, P, h, p}),
+                    tensor_view<const T, 4>(st.keys.data(), {1, P, g, n}),
+                    tensor_view<const T, 4>(st.keys.data(), {1, P, g, n}),
+                    tensor_view<const A, 3>(st.dts.data(), {1, P, h}),
+                    b.a_coef,
+                    b.d_coef,
+                };
+                converter::run(ctx, c, prefix, P, S, b.scratch);
+                st.converted = true;
+                st.release_cache();
+            }
+            const ssm_inputs<T> token{
+                tensor_view<const T, 4>(xbc, {1, 1, h, p}),
+                tensor_view<const T, 4>(xbc + c.d_inner(), {1, 1, g, n}),
+                tensor_view<const T, 4>(xbc + c.d_inner() + g * n, {1, 1, g, n}),
+                tensor_view<const A, 3>(b.dt, {1, 1, h}),
+                b.a_coef,
+                b.d_coef,
+            };
+            scan::run(ctx, c, token, 0, 1, tensor_view<A, 4>(b.y, {1, 1, h, p}), S, b.scratch);
+        }
+        projection::gated_rmsnorm(ctx, c, 1, 1, t >= P ? 0 : 1, Policies::attention::gate_by_z, b.y, newest,
+                                  params_.norm_weight.data(), b.normed);
+        traits::gemm_nt(ctx, 1, c.d_model, c.d_inner(), b.normed, c.d_inner(), params_.out_proj.data(), c.d_inner(),
+                        out.data(), c.d_model);
+        traits::copy(ctx, b.window + dp, st.window.data(), static_cast<std::size_t>((K - 1) * dp));
+        ++st.position;
+    }
+
     // Convenience: grows `ws` as needed.
     void forward(tensor_view<const T, 3> u, tensor_view<T, 3> out, index_t transpoint, workspace<Backend>& ws,
                  mixer_state_io<compute_type> state = {}, const context& ctx = {}) const {
@@ -150,6 +262,34 @@ private:
         const std::size_t scratch = std::max({attention::template scratch_bytes<T>(c, batch, L),
                                               converter::template scratch_bytes<T>(c, batch, L),
                                               scan::template scratch_bytes<T>(c, batch, L)});
+        std::byte* s = arena.take<std::byte>(scratch);
+        b.scratch = {s, arena.measuring() ? 0 : scratch};
+        return b;
+    }
+
+    struct step_buffers {
+        A* window;   // (d_conv, d_in_proj): history then the newest token
+        T* xbc;      // (d_conv, conv_dim)
+        A* dt;       // (nheads)
+        A* a_coef;   // (nheads)
+        A* d_coef;   // (nheads)
+        A* y;        // (nheads * headdim)
+        T* normed;   // (d_inner)
+        workspace_span scratch;
+    };
+    step_buffers step_layout(workspace_arena& arena, index_t cache) const {
+        const auto& c = config();
+        step_buffers b{};
+        b.window = arena.take<A>(static_cast<std::size_t>(c.d_conv * c.d_in_proj()));
+        b.xbc = arena.take<T>(static_cast<std::size_t>(c.d_conv * c.conv_dim()));
+        b.dt = arena.take<A>(c.nheads());
+        b.a_coef = arena.take<A>(c.nheads());
+        b.d_coef = arena.take<A>(c.nheads());
+        b.y = arena.take<A>(c.d_inner());
+        b.normed = arena.take<T>(c.d_inner());
+        const std::size_t scratch = std::max({attention::template decode_scratch_bytes<T>(c, std::max<index_t>(cache, 1)),
+                                              converter::template scratch_bytes<T>(c, 1, std::max<index_t>(cache, 1)),
+                                              scan::template scratch_bytes<T>(c, 1, 1)});
         std::byte* s = arena.take<std::byte>(scratch);
         b.scratch = {s, arena.measuring() ? 0 : scratch};
         return b;

@@ -37,6 +37,12 @@ struct backend_traits<cpu> {
     static void copy(const context&, const T* from, T* to, std::size_t n) {
         std::copy_n(from, n, to);
     }
+    // rows x cols elements from a strided source to a strided destination.
+    template <class T>
+    static void copy_rows(const context&, const T* from, index_t from_stride, T* to, index_t to_stride, index_t rows,
+                          index_t cols) {
+        for (index_t r = 0; r < rows; ++r) std::copy_n(from + r * from_stride, cols, to + r * to_stride);
+    }
     // Index of the first NaN or infinity, or -1.
     template <class T>
     static index_t first_non_finite(const context&, const T* data, std::size_t n) {

@@ -65,6 +65,16 @@ struct backend_traits<cuda> {
                                   "cudaMemcpyAsync (device to device)");
     }
 
+    // rows x cols elements from a strided source to a strided destination.
+    template <class T>
+    static void copy_rows(const context& ctx, const T* from, index_t from_stride, T* to, index_t to_stride, index_t rows,
+                          index_t cols) {
+        if (rows == 0 || cols == 0) return;
+        kernels::cuda::check_cuda(cudaMemcpy2DAsync(to, to_stride * sizeof(T), from, from_stride * sizeof(T), cols * sizeof(T),
+                                                    rows, cudaMemcpyDeviceToDevice, ctx.stream),
+                                  "cudaMemcpy2DAsync");
+    }
+
     // Index of the first non-finite element, or -1. Synchronises the stream: it is the check that
     // turns bad input into an error before anything is written.
     template <class T>
