@@ -7,6 +7,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <map>
+#include <string>
+#include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -156,5 +160,69 @@ struct scratch_buffer {
     explicit scratch_buffer(std::size_t n) : bytes(n) {}
     workspace_span span() { return {bytes.data(), bytes.size()}; }
 };
+
+// Checkpoint-style tensors by name, to load a block or a stack through its for_each_parameter.
+using named_tensors = std::map<std::string, std::vector<double>>;
+
+inline void add_mixer_tensors(named_tensors& t, const std::string& prefix, const reference::mixer_weights& w) {
+    t[prefix + "in_proj.weight"] = w.in_proj;
+    t[prefix + "conv1d.weight"] = w.conv_w;
+    t[prefix + "conv1d.bias"] = w.conv_b;
+    t[prefix + "dt_bias"] = w.dt_bias;
+    t[prefix + "A_log"] = w.A_log;
+    t[prefix + "D"] = w.D;
+    t[prefix + "norm.weight"] = w.norm_w;
+    t[prefix + "out_proj.weight"] = w.out_proj;
+}
+
+inline void add_mlp_tensors(named_tensors& t, const std::string& prefix, const reference::mlp_weights& w) {
+    t[prefix + "norm.weight"] = w.norm_w;
+    t[prefix + "mlp.gate_proj.weight"] = w.gate_proj;
+    t[prefix + "mlp.up_proj.weight"] = w.up_proj;
+    t[prefix + "mlp.down_proj.weight"] = w.down_proj;
+}
+
+// SwiGLU weights ~ U(-1, 1) / sqrt(fan_in), norm weight in [0.5, 1.5], rounded to T.
+template <class T>
+reference::mlp_weights random_mlp_weights(index_t d_model, index_t d_ff, std::uint64_t seed) {
+    const auto dm = static_cast<std::size_t>(d_model), ff = static_cast<std::size_t>(d_ff);
+    reference::mlp_weights w;
+    w.gate_proj = reference::random_vector(ff * dm, seed * 31 + 1);
+    w.up_proj = reference::random_vector(ff * dm, seed * 31 + 2);
+    w.down_proj = reference::random_vector(dm * ff, seed * 31 + 3);
+    for (auto& v : w.gate_proj) v /= std::sqrt(double(d_model));
+    for (auto& v : w.up_proj) v /= std::sqrt(double(d_model));
+    for (auto& v : w.down_proj) v /= std::sqrt(double(d_ff));
+    w.norm_w = reference::random_vector(dm, seed * 31 + 4, 0.5, 1.5);
+    return {rounded<T>(w.gate_proj), rounded<T>(w.up_proj), rounded<T>(w.down_proj), rounded<T>(w.norm_w)};
+}
+
+// Loads every parameter a block or stack visits from `tensors` by its name; every visited name
+// must be there with the right number of elements, and every tensor must be used. Returns the
+// names in visiting order with their shapes.
+struct visited_parameter {
+    std::string name;
+    std::vector<index_t> shape;
+    bool operator==(const visited_parameter&) const = default;
+};
+
+template <class Model>
+std::vector<visited_parameter> load_by_name(Model& model, const named_tensors& tensors) {
+    std::vector<visited_parameter> visited;
+    model.for_each_parameter([&](const auto& name_like, auto& buf, const std::vector<index_t>& shape) {
+        const std::string name{std::string_view(name_like)};
+        visited.push_back({name, shape});
+        const auto it = tensors.find(name);
+        REQUIRE_MESSAGE(it != tensors.end(), "no tensor named " << name);
+        std::size_t count = 1;
+        for (auto e : shape) count *= static_cast<std::size_t>(e);
+        REQUIRE(buf.size() == count);
+        REQUIRE(it->second.size() == count);
+        using V = std::remove_cvref_t<decltype(*buf.data())>;
+        for (std::size_t i = 0; i < count; ++i) buf.data()[i] = static_cast<V>(it->second[i]);
+    });
+    REQUIRE(visited.size() == tensors.size());
+    return visited;
+}
 
 }  // namespace transmamba::testing
