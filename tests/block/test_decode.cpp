@@ -67,3 +67,41 @@ TEST_CASE("decoding rejects a prompt longer than max_tokens and steps past the c
     // position 4 is past max_tokens = 4 while still below P: the cache is full.
     CHECK_THROWS_WITH_AS(m.step({u.data(), {32}}, {out.data(), {32}}, span, st), doctest::Contains("max_tokens"), error);
 }
+
+TEST_CASE_TEMPLATE("a stack decodes step by step as one forward pass over max_tokens", T, float, double) {
+    model_config mc;
+    mc.mixer = testing::small_config(32, 16, 16, 2, 8);
+    mc.d_ff = 48;
+    mc.num_layers = 3;
+    stack<T, cpu, paper_pattern> model(mc);
+    std::uint64_t seed = 900;
+    model.for_each_parameter([&](const std::string& name, auto& buf, const std::vector<index_t>& shape) {
+        double lo = 0.5, hi = 1.5;
+        if (name.ends_with("A_log")) lo = 0.0, hi = 2.7;
+        else if (name.ends_with("dt_bias")) lo = -4.0, hi = -2.0;
+        else if (name.ends_with("conv1d.weight")) lo = -0.5, hi = 0.5;
+        else if (name.ends_with("conv1d.bias")) lo = -0.1, hi = 0.1;
+        else if (shape.size() == 2) hi = 1.0 / std::sqrt(double(shape[1])), lo = -hi;
+        const auto v = reference::random_vector(buf.size(), seed++, lo, hi);
+        for (std::size_t i = 0; i < v.size(); ++i) buf.data()[i] = static_cast<T>(v[i]);
+    });
+    const index_t L = 26, d = mc.mixer.d_model;
+    const cyclic_transpoints policy{0, 7, 100};  // SSM, a TransPoint crossed while decoding, attention
+    const auto u = testing::from_double<T>(reference::random_vector(std::size_t(L * d), 5));
+    std::vector<T> whole(u.size()), stepped(u.size());
+    workspace<cpu> ws;
+    model.forward({u.data(), {1, L, d}}, {whole.data(), {1, L, d}}, policy, ws);
+    for (index_t prompt : {1, 4, 10}) {
+        typename stack<T, cpu, paper_pattern>::decode_state st;
+        workspace<cpu> dws;
+        const auto span = dws.reserve(model.decode_workspace_bytes(prompt, L));
+        model.prefill({u.data(), {1, prompt, d}}, {stepped.data(), {1, prompt, d}}, policy, L, span, st);
+        for (index_t t = prompt; t < L; ++t) {
+            std::copy_n(u.data() + t * d, d, stepped.data() + t * d);
+            model.step({stepped.data() + t * d, {d}}, span, st);
+        }
+        CAPTURE(prompt);
+        CHECK(reference::max_relative_error(reference::to_double(stepped), reference::to_double(whole)) <
+              testing::tolerance<T>() * 10);
+    }
+}

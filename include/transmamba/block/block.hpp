@@ -75,12 +75,55 @@ public:
         block_kernel<Backend>::add(ctx, static_cast<std::size_t>(rows * d), buf.mixed, hidden.data());
     }
 
+    // ---- Decoding one sequence: the same residual block around mixer::prefill / mixer::step -----
+    using decode_state = typename mixer_type::decode_state;
+
+    std::size_t decode_workspace_bytes(index_t prompt_len, index_t max_tokens) const {
+        workspace_arena measure;
+        decode_layout(measure, prompt_len, max_tokens);
+        return measure.used();
+    }
+
+    void prefill(tensor_view<T, 3> hidden, index_t transpoint, index_t max_tokens, workspace_span ws, decode_state& st,
+                 const context& ctx = {}) const {
+        const index_t L = hidden.extent(1), d = mixer_.config().d_model;
+        expect_shape(hidden, "hidden", {1, L, d});
+        require(ws.bytes >= decode_workspace_bytes(L, max_tokens), "workspace too small for prefill: has ", ws.bytes,
+                " bytes, needs ", decode_workspace_bytes(L, max_tokens));
+        workspace_arena arena(ws);
+        const auto buf = decode_layout(arena, L, max_tokens);
+        block_kernel<Backend>::rmsnorm(ctx, L, d, hidden.data(), norm_weight_.data(), mixer_.config().norm_eps, buf.normed);
+        mixer_.prefill(tensor_view<const T, 3>(buf.normed, {1, L, d}), tensor_view<T, 3>(buf.mixed, {1, L, d}), transpoint,
+                       max_tokens, buf.inner, st, ctx);
+        block_kernel<Backend>::add(ctx, static_cast<std::size_t>(L * d), buf.mixed, hidden.data());
+    }
+
+    void step(tensor_view<T, 1> hidden, workspace_span ws, decode_state& st, const context& ctx = {}) const {
+        const index_t d = mixer_.config().d_model;
+        expect_shape(hidden, "hidden", {d});
+        const index_t cap = st.capacity(mixer_.config());
+        require(ws.bytes >= decode_workspace_bytes(1, cap), "workspace too small for a decoding step: has ", ws.bytes,
+                " bytes, needs ", decode_workspace_bytes(1, cap));
+        workspace_arena arena(ws);
+        const auto buf = decode_layout(arena, 1, cap);
+        block_kernel<Backend>::rmsnorm(ctx, 1, d, hidden.data(), norm_weight_.data(), mixer_.config().norm_eps, buf.normed);
+        mixer_.step(tensor_view<const T, 1>(buf.normed, {d}), tensor_view<T, 1>(buf.mixed, {d}), buf.inner, st, ctx);
+        block_kernel<Backend>::add(ctx, static_cast<std::size_t>(d), buf.mixed, hidden.data());
+    }
+
 private:
     struct buffers {
         T* normed;
         T* mixed;
         workspace_span inner;
     };
+    buffers decode_layout(workspace_arena& arena, index_t L, index_t max_tokens) const {
+        const auto n = static_cast<std::size_t>(L * mixer_.config().d_model);
+        buffers b{arena.take<T>(n), arena.take<T>(n), {}};
+        const std::size_t inner = mixer_.decode_workspace_bytes(L, max_tokens);
+        b.inner = {arena.take<std::byte>(inner), arena.measuring() ? 0 : inner};
+        return b;
+    }
     buffers layout(workspace_arena& arena, index_t batch, index_t L) const {
         const auto n = static_cast<std::size_t>(batch * L * mixer_.config().d_model);
         buffers b{arena.take<T>(n), arena.take<T>(n), {}};

@@ -112,7 +112,81 @@ public:
         forward(u, out, policy, ws.reserve(workspace_bytes(u.extent(0), u.extent(1))), ctx);
     }
 
+    // ---- Decoding one sequence -------------------------------------------------------------------
+    // Each TransMamba layer keeps its mixer's decode state; the TransPoints are resolved once, with
+    // the sequence length taken as max_tokens (so a fraction-of-length policy means a fraction of
+    // the whole generation, and prefill + steps equal one forward pass over max_tokens tokens).
+    struct decode_state {
+        std::vector<mixer_decode_state<T, Backend>> layers;
+    };
+
+    std::size_t decode_workspace_bytes(index_t prompt_len, index_t max_tokens) const {
+        std::size_t most = workspace_arena::alignment;
+        std::apply([&](const auto&... blocks) {
+            ((most = std::max(most, block_decode_bytes(blocks, prompt_len, max_tokens))), ...);
+        }, groups_.front());
+        return most;
+    }
+
+    template <transpoint_policy Policy>
+    void prefill(tensor_view<const T, 3> u, tensor_view<T, 3> out, const Policy& policy, index_t max_tokens,
+                 workspace_span ws, decode_state& st, const context& ctx = {}) const {
+        const index_t L = u.extent(1), d = config_.mixer.d_model;
+        expect_shape(u, "u", {1, L, d});
+        expect_shape(out, "out", {1, L, d});
+        require(L >= 1 && L <= max_tokens, "prompt of ", L, " tokens must be in [1, max_tokens = ", max_tokens, "]");
+        std::vector<index_t> points(static_cast<std::size_t>(num_transpoint_layers()));
+        for (index_t i = 0; i < num_transpoint_layers(); ++i)
+            points[std::size_t(i)] = resolve_transpoint(policy, i, max_tokens);
+        st.layers.resize(points.size());
+        backend_traits<Backend>::copy(ctx, u.data(), out.data(), static_cast<std::size_t>(u.size()));
+        index_t layer = 0;
+        for (const auto& g : groups_)
+            std::apply([&](const auto&... blocks) {
+                (prefill_block(blocks, out, points, max_tokens, layer, ws, st, ctx), ...);
+            }, g);
+        block_kernel<Backend>::rmsnorm(ctx, L, d, out.data(), norm_f_.data(), config_.mixer.norm_eps, out.data());
+    }
+
+    // hidden (d_model) of the next token -> the normalised output (d_model), in place.
+    void step(tensor_view<T, 1> hidden, workspace_span ws, decode_state& st, const context& ctx = {}) const {
+        const index_t d = config_.mixer.d_model;
+        expect_shape(hidden, "hidden", {d});
+        require(static_cast<index_t>(st.layers.size()) == num_transpoint_layers(),
+                "decode_state was not prepared by prefill() for this stack");
+        index_t layer = 0;
+        for (const auto& g : groups_)
+            std::apply([&](const auto&... blocks) { (step_block(blocks, hidden, layer, ws, st, ctx), ...); }, g);
+        block_kernel<Backend>::rmsnorm(ctx, 1, d, hidden.data(), norm_f_.data(), config_.mixer.norm_eps, hidden.data());
+    }
+
 private:
+    template <class Block>
+    static std::size_t block_decode_bytes(const Block& block, index_t prompt_len, index_t max_tokens) {
+        if constexpr (Block::has_transpoint) return block.decode_workspace_bytes(prompt_len, max_tokens);
+        else return block.workspace_bytes(1, prompt_len);
+    }
+    template <class Block>
+    static void prefill_block(const Block& block, tensor_view<T, 3> hidden, const std::vector<index_t>& points,
+                              index_t max_tokens, index_t& layer, workspace_span ws, decode_state& st,
+                              const context& ctx) {
+        if constexpr (Block::has_transpoint) {
+            const auto i = static_cast<std::size_t>(layer++);
+            block.prefill(hidden, points[i], max_tokens, ws, st.layers[i], ctx);
+        } else {
+            block.forward(hidden, 0, ws, ctx);
+        }
+    }
+    template <class Block>
+    static void step_block(const Block& block, tensor_view<T, 1> hidden, index_t& layer, workspace_span ws,
+                           decode_state& st, const context& ctx) {
+        if constexpr (Block::has_transpoint) {
+            block.step(hidden, ws, st.layers[static_cast<std::size_t>(layer++)], ctx);
+        } else {
+            block.forward(tensor_view<T, 3>(hidden.data(), {1, 1, hidden.extent(0)}), 0, ws, ctx);
+        }
+    }
+
     template <class Block>
     static void run_block(const Block& block, tensor_view<T, 3> hidden, const std::vector<index_t>& points,
                           index_t& layer, workspace_span ws, const context& ctx) {
