@@ -20,7 +20,9 @@ struct backend_traits;
 template <class Projection, class Backend>
 struct projection_kernel;
 template <class Attention, class Backend>
-struct attention_kernel;
+struct attention_kernel;          // prefill: all queries of the prefix
+template <class Attention, class Backend>
+struct decode_attention_kernel;   // decoding: one query against the KV cache
 template <class Scan, class Backend>
 struct scan_kernel;
 template <class Converter, class Backend>

@@ -61,6 +61,7 @@ public:
 
     using projection = projection_kernel<typename Policies::projection, Backend>;
     using attention = attention_kernel<typename Policies::attention, Backend>;
+    using decode_attention = decode_attention_kernel<typename Policies::attention, Backend>;
     using scan = scan_kernel<typename Policies::scan, Backend>;
     using converter = converter_kernel<typename Policies::converter, Backend>;
 
@@ -190,8 +191,8 @@ public:
             traits::copy(ctx, xbc + c.d_inner(), st.keys.data() + t * g * n, static_cast<std::size_t>(g * n));
             traits::copy(ctx, xbc, st.values.data() + t * h * p, static_cast<std::size_t>(h * p));
             traits::copy(ctx, b.dt, st.dts.data() + t * h, static_cast<std::size_t>(h));
-            attention::decode(ctx, c, xbc + c.d_inner() + g * n, st.keys.data(), st.values.data(), b.d_coef, t + 1, b.y,
-                              b.scratch);
+            decode_attention::run(ctx, c, xbc + c.d_inner() + g * n, st.keys.data(), st.values.data(), b.d_coef, t + 1,
+                                  b.y, b.scratch);
         } else {
             const tensor_view<A, 4> S(st.state.data(), {1, h, p, n});
             if (!st.converted) {  // the first SSM token: the Memory Converter turns the cache into S
@@ -287,7 +288,7 @@ private:
         b.d_coef = arena.take<A>(c.nheads());
         b.y = arena.take<A>(c.d_inner());
         b.normed = arena.take<T>(c.d_inner());
-        const std::size_t scratch = std::max({attention::template decode_scratch_bytes<T>(c, std::max<index_t>(cache, 1)),
+        const std::size_t scratch = std::max({decode_attention::template scratch_bytes<T>(c, std::max<index_t>(cache, 1)),
                                               converter::template scratch_bytes<T>(c, 1, std::max<index_t>(cache, 1)),
                                               scan::template scratch_bytes<T>(c, 1, 1)});
         std::byte* s = arena.take<std::byte>(scratch);
