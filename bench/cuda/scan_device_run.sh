@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# One call on the GPU machine for the SSD scan: tests, the benchmark, the Triton peer, then
+# compute-sanitizer (memcheck, racecheck) on the small subset. Expects build-cuda/ built here (or
+# rebuilds it there), .deps/ (doctest, Google Benchmark) and .peers/ (mamba_ssm's Triton ops, see
+# bench/peers/ssd_triton.py). Results under $OUT (or ./out).
+set -u
+OUT=${OUT:-out}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+NVCC="nvcc -std=c++20 -O3 -arch=sm_90 --expt-relaxed-constexpr -I include -I tests -I .deps/usr/include"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/summary.txt"
+
+if ! ./build-cuda/test_scan_cuda --version >/dev/null 2>&1 || ! ./build-cuda/bench_scan --help >/dev/null 2>&1; then
+    echo "carried binaries do not run here: rebuilding" | tee -a "$OUT/summary.txt"
+    mkdir -p build-cuda
+    $NVCC -c tests/main_cuda.cpp -o build-cuda/main_cuda.o &
+    $NVCC -c tests/cuda/test_scan_cuda.cu -o build-cuda/test_scan_cuda.o &
+    $NVCC -c bench/cuda/scan.cu -o build-cuda/bench_scan.o &
+    wait
+    $NVCC build-cuda/main_cuda.o build-cuda/test_scan_cuda.o -o build-cuda/test_scan_cuda
+    $NVCC build-cuda/bench_scan.o -L .deps/usr/lib/x86_64-linux-gnu -lbenchmark -o build-cuda/bench_scan
+fi
+
+echo "== tests" | tee -a "$OUT/summary.txt"
+timeout 150 ./build-cuda/test_scan_cuda > "$OUT/tests.log" 2>&1
+echo "tests rc=$?" | tee -a "$OUT/summary.txt"
+grep -E "^(fragments|chunked|sequential|converter)|FAILED|ERROR|test cases" "$OUT/tests.log" | tee -a "$OUT/summary.txt"
+
+echo "== benchmark" | tee -a "$OUT/summary.txt"
+timeout 150 ./build-cuda/bench_scan --benchmark_out="$OUT/bench.json" --benchmark_out_format=json \
+    --benchmark_counters_tabular=true > "$OUT/bench.txt" 2>&1
+echo "bench rc=$?" | tee -a "$OUT/summary.txt"
+
+echo "== triton peer" | tee -a "$OUT/summary.txt"
+PYTHONPATH=$PWD/.peers PYTHONUNBUFFERED=1 timeout 200 python3 bench/peers/ssd_triton.py --json "$OUT/peer.json" \
+    > "$OUT/peer.txt" 2>&1
+echo "peer rc=$?" | tee -a "$OUT/summary.txt"
+tail -n 12 "$OUT/peer.txt" | tee -a "$OUT/summary.txt"
+
+python3 - "$OUT" <<'EOF' | tee -a "$OUT/summary.txt"
+import json, sys, os
+out = sys.argv[1]
+try:
+    ours = {b["name"].removeprefix("ssd/").removesuffix("/manual_time"): b for b in json.load(open(f"{out}/bench.json"))["benchmarks"]}
+except Exception as e:
+    print("no benchmark json:", e); ours = {}
+try:
+    peer = json.load(open(f"{out}/peer.json"))
+except Exception as e:
+    print("no peer json:", e); peer = {}
+print(f"{'shape':34s} {'ours ms':>8s} {'GB/s':>7s} {'TFLOP/s':>8s} {'xfloor':>7s} {'triton eager':>12s} {'graph':>7s} {'ours/graph':>10s}")
+for name, b in ours.items():
+    key = name.replace("fp32_3xtf32", "fp32").replace("fp32_tf32", "fp32")
+    p = peer.get(key, {})
+    g = p.get("graph_ms")
+    ratio = f"{b['median_ms'] / g:10.2f}" if g else f"{'-':>10s}"
+    print(f"{name:34s} {b['median_ms']:8.3f} {b['GB_per_s']:7.0f} {b['TFLOP_per_s']:8.1f} {b['x_bytes_floor']:7.2f} "
+          f"{p.get('eager_ms', float('nan')):12.3f} {g or float('nan'):7.3f} {ratio}")
+EOF
+
+echo "== compute-sanitizer" | tee -a "$OUT/summary.txt"
+for tool in memcheck racecheck; do
+    timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 ./build-cuda/test_scan_cuda -tc="*sanitizer*,*fragments*" \
+        >> "$OUT/sanitizer.log" 2>&1
+    echo "$tool rc=$?" | tee -a "$OUT/summary.txt"
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitizer.log" | tail -n 1 | tee -a "$OUT/summary.txt"
+done

@@ -1,0 +1,365 @@
+// The CUDA scans (sequential, chunked SSD) and the exact Memory Converter against the float64
+// oracle (tests/reference): reference::ssm_recurrence for y and the final state,
+// reference::converter_state (plus the decayed initial state) and the recurrence's state for the
+// converter. The oracle reads the inputs rounded to the storage type, so an error measures the
+// kernels' arithmetic only.
+//
+// Bounds (max |got - want| / max |want|):
+//   float storage: 1e-5 everywhere (SIMT fp32 for the sequential scan, 3xTF32 tensor-core products
+//                  for the chunked scan and the converter);
+//   bf16 storage:  5e-3 for the chunked scan's y (its mixing matrix L o C B^T o dt is rounded to
+//                  bf16 for the tensor cores, as in mamba_ssm); 1e-4 for every state (fp32
+//                  operands enter the tensor cores as bf16 hi + lo pairs) and 1e-5 for the
+//                  sequential scan (fp32 arithmetic on bf16 inputs).
+// y is poisoned with NaN before each call: rows outside [t_begin, t_end) must stay NaN, rows
+// inside must be finite (max_relative_error is +inf otherwise).
+#include <doctest/doctest.h>
+
+#include <cuda_bf16.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <vector>
+
+#include <transmamba/backend/cuda/converter.cuh>
+#include <transmamba/backend/cuda/scan.cuh>
+
+#include "reference/reference.hpp"
+
+namespace {
+
+using namespace transmamba;
+namespace ref = transmamba::reference;
+using kernels::cuda::check_cuda;
+
+template <class T>
+constexpr const char* type_name() {
+    return std::is_same_v<T, float> ? "float" : "bf16";
+}
+
+template <class T>
+std::vector<double> rounded(std::vector<double> v) {
+    for (auto& e : v) e = static_cast<double>(kernels::cuda::to_float(kernels::cuda::from_float<T>(static_cast<float>(e))));
+    return v;
+}
+
+struct shape {
+    int batch, L, h, p, n, g, chunk;
+    int t_begin, t_end;  // the scan's span; the converter's prefix is t_end
+    int pad = 0;         // extra columns per xBC row: a non-zero pad breaks 16-byte alignment
+};
+
+template <class T>
+std::vector<T> to_storage(const std::vector<double>& v) {
+    std::vector<T> r(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) r[i] = kernels::cuda::from_float<T>(static_cast<float>(v[i]));
+    return r;
+}
+
+template <class T>
+void upload(device_buffer<T>& d, const std::vector<T>& h) {
+    d.resize(h.size());
+    check_cuda(cudaMemcpy(d.data(), h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy (upload)");
+}
+
+std::vector<double> download(const device_buffer<float>& d) {
+    std::vector<float> h(d.size());
+    check_cuda(cudaMemcpy(h.data(), d.data(), h.size() * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy (download)");
+    return {h.begin(), h.end()};
+}
+
+// Operands on the GPU in the mixer's layout: x, B, C are views into one xBC row per token.
+template <class T>
+struct gpu_operands {
+    shape s;
+    mixer_config cfg;
+    ref::dims d;
+    std::vector<double> x, B, C, dt, A, D, init;  // what the oracle reads
+    device_buffer<T> xbc;
+    device_buffer<float> dt_d, A_d, D_d;
+    ssm_inputs<T> in;
+
+    gpu_operands(const shape& sh, std::uint64_t seed) : s(sh) {
+        cfg.expand = 1;
+        cfg.d_model = s.h * s.p;
+        cfg.headdim = s.p;
+        cfg.d_state = s.n;
+        cfg.ngroups = s.g;
+        cfg.chunk_size = s.chunk;
+        cfg.validate();
+        d.batch = s.batch;
+        d.seqlen = s.L;
+        d.d_model = s.h * s.p;
+        d.expand = 1;
+        d.headdim = s.p;
+        d.d_state = s.n;
+        d.ngroups = s.g;
+        const auto rows = static_cast<std::size_t>(s.batch * s.L);
+        const std::size_t hp = std::size_t(s.h) * s.p, gn = std::size_t(s.g) * s.n;
+        x = rounded<T>(ref::random_vector(rows * hp, seed * 7919 + 1));
+        B = rounded<T>(ref::random_vector(rows * gn, seed * 7919 + 2));
+        C = rounded<T>(ref::random_vector(rows * gn, seed * 7919 + 3));
+        dt = rounded<float>(ref::random_vector(rows * s.h, seed * 7919 + 4, 1e-3, 0.2));
+        A = rounded<float>(ref::random_vector(s.h, seed * 7919 + 5, -1.5, -0.05));
+        D = rounded<float>(ref::random_vector(s.h, seed * 7919 + 6, 0.5, 1.5));
+        init = rounded<float>(ref::random_vector(std::size_t(s.batch) * s.h * s.p * s.n, seed * 7919 + 7, -1.0, 1.0));
+
+        const std::size_t width = hp + 2 * gn + s.pad;
+        std::vector<double> row_major(rows * width, std::nan(""));
+        for (std::size_t r = 0; r < rows; ++r) {
+            for (std::size_t c = 0; c < hp; ++c) row_major[r * width + c] = x[r * hp + c];
+            for (std::size_t c = 0; c < gn; ++c) row_major[r * width + hp + c] = B[r * gn + c];
+            for (std::size_t c = 0; c < gn; ++c) row_major[r * width + hp + gn + c] = C[r * gn + c];
+        }
+        upload(xbc, to_storage<T>(row_major));
+        upload(dt_d, to_storage<float>(dt));
+        upload(A_d, to_storage<float>(A));
+        upload(D_d, to_storage<float>(D));
+        const index_t w = static_cast<index_t>(width), L = s.L;
+        in.x = tensor_view<const T, 4>(xbc.data(), {s.batch, L, s.h, s.p}, {L * w, w, s.p, 1});
+        in.B = tensor_view<const T, 4>(xbc.data() + hp, {s.batch, L, s.g, s.n}, {L * w, w, s.n, 1});
+        in.C = tensor_view<const T, 4>(xbc.data() + hp + gn, {s.batch, L, s.g, s.n}, {L * w, w, s.n, 1});
+        in.dt = tensor_view<const float, 3>(dt_d.data(), {s.batch, L, s.h});
+        in.A = A_d.data();
+        in.D = D_d.data();
+    }
+
+    extents<4> state_shape() const { return {s.batch, s.h, s.p, s.n}; }
+    extents<4> y_shape() const { return {s.batch, s.L, s.h, s.p}; }
+};
+
+// Rows [t0, t1) of every sequence of a (batch, L, width) tensor.
+std::vector<double> rows_of(const std::vector<double>& v, int batch, int L, std::size_t width, int t0, int t1) {
+    std::vector<double> r;
+    for (int b = 0; b < batch; ++b)
+        for (int t = t0; t < t1; ++t)
+            for (std::size_t c = 0; c < width; ++c) r.push_back(v[(std::size_t(b) * L + t) * width + c]);
+    return r;
+}
+
+bool all_nan(const std::vector<double>& v) {
+    for (double e : v)
+        if (!std::isnan(e)) return false;
+    return true;
+}
+
+struct scan_result {
+    std::vector<double> y, state;
+};
+
+template <class Scan, class T>
+scan_result run_scan(const gpu_operands<T>& op) {
+    using kernel = scan_kernel<Scan, transmamba::cuda>;
+    const auto& s = op.s;
+    device_buffer<float> y(std::size_t(s.batch) * s.L * s.h * s.p), state;
+    upload(state, to_storage<float>(op.init));
+    check_cuda(cudaMemset(y.data(), 0xff, y.size() * sizeof(float)), "cudaMemset (NaN poison)");
+    device_buffer<std::byte> scratch(kernel::template scratch_bytes<T>(op.cfg, s.batch, s.L) + 1);
+    const cuda_context ctx{};
+    kernel::template run<T>(ctx, op.cfg, op.in, s.t_begin, s.t_end, tensor_view<float, 4>(y.data(), op.y_shape()),
+                            tensor_view<float, 4>(state.data(), op.state_shape()), {scratch.data(), scratch.size()});
+    check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize (scan)");
+    return {download(y), download(state)};
+}
+
+template <class T>
+std::vector<double> run_converter(const gpu_operands<T>& op, int prefix) {
+    using kernel = converter_kernel<exact_converter, transmamba::cuda>;
+    const auto& s = op.s;
+    device_buffer<float> state;
+    upload(state, to_storage<float>(op.init));
+    device_buffer<std::byte> scratch(kernel::template scratch_bytes<T>(op.cfg, s.batch, s.L) + 1);
+    kernel::template run<T>(cuda_context{}, op.cfg, op.in, prefix, tensor_view<float, 4>(state.data(), op.state_shape()),
+                            {scratch.data(), scratch.size()});
+    check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize (converter)");
+    return download(state);
+}
+
+void describe(const char* what, const char* type, const shape& s) {
+    std::printf("%-10s %-5s b%d L%d h%d p%d n%d g%d chunk%d span[%d,%d) pad%d:", what, type, s.batch, s.L, s.h, s.p,
+                s.n, s.g, s.chunk, s.t_begin, s.t_end, s.pad);
+}
+
+template <class Scan, class T>
+void check_scan(const shape& s, std::uint64_t seed, double y_bound, double state_bound, const char* what) {
+    CAPTURE(s.batch);
+    CAPTURE(s.L);
+    CAPTURE(s.p);
+    CAPTURE(s.n);
+    CAPTURE(s.g);
+    CAPTURE(s.chunk);
+    CAPTURE(s.t_begin);
+    CAPTURE(s.t_end);
+    const gpu_operands<T> op(s, seed);
+    const auto got = run_scan<Scan>(op);
+    const auto want = ref::ssm_recurrence(op.d, op.x, op.B, op.C, op.dt, op.A, op.D, op.init, s.t_begin, s.t_end);
+    const std::size_t width = std::size_t(s.h) * s.p;
+    const double y_err = ref::max_relative_error(rows_of(got.y, s.batch, s.L, width, s.t_begin, s.t_end),
+                                                 rows_of(want.y, s.batch, s.L, width, s.t_begin, s.t_end));
+    const double s_err = ref::max_relative_error(got.state, want.final_state);
+    describe(what, type_name<T>(), s);
+    std::printf(" y %.3g  state %.3g\n", y_err, s_err);
+    CHECK(y_err <= y_bound);
+    CHECK(s_err <= state_bound);
+    CHECK(all_nan(rows_of(got.y, s.batch, s.L, width, 0, s.t_begin)));
+    CHECK(all_nan(rows_of(got.y, s.batch, s.L, width, s.t_end, s.L)));
+}
+
+template <class T>
+void check_converter(const shape& s, std::uint64_t seed, double bound) {
+    CAPTURE(s.L);
+    CAPTURE(s.p);
+    CAPTURE(s.n);
+    CAPTURE(s.g);
+    CAPTURE(s.chunk);
+    CAPTURE(s.t_end);
+    const gpu_operands<T> op(s, seed);
+    const int P = s.t_end;
+    const auto got = run_converter(op, P);
+    // converter_state starts from zeros: add the initial state decayed over the whole prefix.
+    auto want = ref::converter_state(op.d, op.x, op.B, op.dt, op.A, P);
+    const std::size_t pn = std::size_t(s.p) * s.n;
+    for (int b = 0; b < s.batch; ++b)
+        for (int k = 0; k < s.h; ++k) {
+            double decay = 1.0;
+            for (int m = 0; m < P; ++m) decay *= std::exp(op.dt[(std::size_t(b) * s.L + m) * s.h + k] * op.A[k]);
+            for (std::size_t e = 0; e < pn; ++e) {
+                const std::size_t i = (std::size_t(b) * s.h + k) * pn + e;
+                want[i] += decay * op.init[i];
+            }
+        }
+    const auto recurrence = ref::ssm_recurrence(op.d, op.x, op.B, op.C, op.dt, op.A, op.D, op.init, 0, P);
+    const double err = ref::max_relative_error(got, want);
+    const double err_rec = ref::max_relative_error(got, recurrence.final_state);
+    describe("converter", type_name<T>(), s);
+    std::printf(" state %.3g  vs recurrence %.3g\n", err, err_rec);
+    CHECK(err <= bound);
+    CHECK(err_rec <= bound);
+}
+
+template <class T>
+constexpr double chunked_y_bound() {
+    return std::is_same_v<T, float> ? 1e-5 : 5e-3;
+}
+template <class T>
+constexpr double state_bound() {
+    return std::is_same_v<T, float> ? 1e-5 : 1e-4;
+}
+
+// t_begin and L not multiples of the chunk, L = 1, chunk 64 and 256, ngroups 1, 2 and nheads,
+// headdim and d_state from 16 to 128, a misaligned xBC row (scalar loads).
+const shape chunked_shapes[] = {
+    {2, 300, 4, 64, 128, 1, 64, 37, 300},
+    {2, 520, 4, 32, 64, 2, 256, 0, 517},
+    {2, 130, 4, 16, 16, 4, 64, 129, 130},
+    {2, 300, 2, 128, 128, 1, 256, 3, 300},
+    {2, 150, 16, 32, 64, 1, 64, 20, 150},
+    {2, 200, 2, 128, 32, 2, 64, 64, 200},
+    {2, 200, 4, 16, 128, 2, 256, 5, 198, 3},
+};
+
+// One warp multiplies a 16 x 32 A by a 32 x 16 B with every fragment loader of warp_mma.cuh
+// (A stored [m][k] and [k][m], B stored [n][k] and [k][n]): out holds the 4 products, 16 x 16 each.
+template <class T>
+__global__ void fragment_probe(const float* a, const float* b, float* out) {
+    namespace mma = kernels::cuda::mma;
+    constexpr int M = 16, N = 16, K = 32, ld = 40;
+    __shared__ alignas(16) T a_mk[M * ld], a_km[K * ld], b_nk[N * ld], b_kn[K * ld];
+    for (int e = threadIdx.x; e < M * K; e += 32) {
+        const int m = e / K, k = e % K;
+        a_mk[m * ld + k] = a_km[k * ld + m] = kernels::cuda::from_float<T>(a[e]);
+    }
+    for (int e = threadIdx.x; e < K * N; e += 32) {
+        const int k = e / N, n = e % N;
+        b_kn[k * ld + n] = b_nk[n * ld + k] = kernels::cuda::from_float<T>(b[e]);
+    }
+    __syncwarp();
+    mma::frag_c c[4][2];
+    for (auto& v : c)
+        for (auto& f : v) mma::zero(f);
+    for (int k0 = 0; k0 < K; k0 += mma::k_step<T>) {
+        mma::frag_a<T> a2[2];
+        mma::frag_b<T> b2[2][2];
+        mma::load_a_mk(a2[0], a_mk, ld, 0, k0);
+        mma::load_a_km(a2[1], a_km, ld, 0, k0);
+        mma::load_b2_nk(b2[0], b_nk, ld, 0, k0);
+        mma::load_b2_kn(b2[1], b_kn, ld, 0, k0);
+        for (int v = 0; v < 4; ++v)
+            for (int nt = 0; nt < 2; ++nt) mma::mma<T>(c[v][nt], a2[v / 2], b2[v % 2][nt]);
+    }
+    const int g = mma::lane_id() >> 2, t = mma::lane_id() & 3;
+    for (int v = 0; v < 4; ++v)
+        for (int nt = 0; nt < 2; ++nt)
+            for (int i = 0; i < 4; ++i) out[v * M * N + (g + 8 * (i >> 1)) * N + nt * 8 + 2 * t + (i & 1)] = c[v][nt].v[i];
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("cuda warp_mma fragments multiply like the matrices they load", T, float, __nv_bfloat16) {
+    const auto a = rounded<T>(ref::random_vector(16 * 32, 5));
+    const auto b = rounded<T>(ref::random_vector(32 * 16, 6));
+    device_buffer<float> a_d, b_d, out(4 * 16 * 16);
+    upload(a_d, to_storage<float>(a));
+    upload(b_d, to_storage<float>(b));
+    fragment_probe<T><<<1, 32>>>(a_d.data(), b_d.data(), out.data());
+    kernels::cuda::check_launch("fragment_probe");
+    const auto got = download(out);
+    std::vector<double> want(16 * 16, 0.0);
+    for (int m = 0; m < 16; ++m)
+        for (int n = 0; n < 16; ++n)
+            for (int k = 0; k < 32; ++k) want[m * 16 + n] += a[m * 32 + k] * b[k * 16 + n];
+    const char* variants[] = {"A[m][k] B[n][k]", "A[m][k] B[k][n]", "A[k][m] B[n][k]", "A[k][m] B[k][n]"};
+    for (int v = 0; v < 4; ++v) {
+        const std::vector<double> part(got.begin() + v * 256, got.begin() + (v + 1) * 256);
+        const double err = ref::max_relative_error(part, want);
+        std::printf("fragments  %-5s %s: %.3g\n", type_name<T>(), variants[v], err);
+        CHECK(err <= 1e-5);
+    }
+}
+
+TEST_CASE_TEMPLATE("cuda chunked_ssd_scan matches the float64 recurrence", T, float, __nv_bfloat16) {
+    std::uint64_t seed = 11;
+    for (const auto& s : chunked_shapes) check_scan<chunked_ssd_scan, T>(s, seed++, chunked_y_bound<T>(), state_bound<T>(), "chunked");
+}
+
+TEST_CASE_TEMPLATE("cuda sequential_scan matches the float64 recurrence", T, float, __nv_bfloat16) {
+    const shape shapes[] = {
+        {2, 300, 4, 64, 128, 1, 64, 37, 300},
+        {2, 130, 4, 16, 16, 4, 64, 129, 130},
+        {2, 100, 2, 128, 128, 2, 64, 0, 97, 3},
+    };
+    std::uint64_t seed = 31;
+    for (const auto& s : shapes) check_scan<sequential_scan, T>(s, seed++, 1e-5, 1e-5, "sequential");
+}
+
+TEST_CASE_TEMPLATE("cuda exact_converter equals the prefix's recurrence state", T, float, __nv_bfloat16) {
+    // t_end is the prefix P: not a multiple of the chunk, 1, L, exactly one chunk.
+    const shape shapes[] = {
+        {2, 300, 4, 64, 128, 1, 64, 0, 200},
+        {2, 300, 4, 32, 64, 2, 256, 0, 1},
+        {2, 300, 4, 16, 32, 4, 64, 0, 300},
+        {2, 300, 2, 128, 128, 1, 256, 0, 256},
+        {2, 300, 4, 64, 16, 2, 64, 0, 131, 3},
+    };
+    std::uint64_t seed = 51;
+    for (const auto& s : shapes) check_converter<T>(s, seed++, state_bound<T>());
+}
+
+TEST_CASE("cuda ssd: unsupported sizes are a transmamba::error") {
+    const shape s{1, 8, 2, 24, 16, 1, 64, 0, 8};
+    const gpu_operands<float> op(s, 3);
+    CHECK_THROWS_AS(run_scan<chunked_ssd_scan>(op), transmamba::error);
+    CHECK_THROWS_AS(run_converter(op, 4), transmamba::error);
+}
+
+// A small subset for compute-sanitizer (memcheck, racecheck): run with -tc="*sanitizer*".
+TEST_CASE("cuda ssd: small shapes for the sanitizer") {
+    const shape s{2, 90, 4, 16, 32, 2, 64, 7, 90};
+    check_scan<chunked_ssd_scan, __nv_bfloat16>(s, 71, chunked_y_bound<__nv_bfloat16>(), state_bound<__nv_bfloat16>(), "chunked");
+    check_scan<chunked_ssd_scan, float>(s, 72, chunked_y_bound<float>(), state_bound<float>(), "chunked");
+    const shape wide{1, 70, 2, 128, 64, 1, 64, 0, 70};
+    check_scan<chunked_ssd_scan, __nv_bfloat16>(wide, 73, chunked_y_bound<__nv_bfloat16>(), state_bound<__nv_bfloat16>(), "chunked");
+    check_scan<sequential_scan, __nv_bfloat16>(s, 74, 1e-5, 1e-5, "sequential");
+    check_converter<__nv_bfloat16>(shape{2, 90, 4, 16, 32, 2, 64, 0, 77}, 75, state_bound<__nv_bfloat16>());
+}
