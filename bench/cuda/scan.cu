@@ -11,6 +11,7 @@
 //                             written once, the state read and written; no scratch traffic
 //   TFLOP_per_s              PERF.md's nominal count b*h*L*(2*chunk*(n+p) + 4*n*p)
 //   x_bytes_floor            median / (bytes / 3.0 TB/s, the device copy rate of PERF.md)
+//   chunk_state_ms, state_passing_ms, chunk_scan_ms: the three kernels timed one by one
 #include <benchmark/benchmark.h>
 
 #include <cuda_bf16.h>
@@ -77,7 +78,8 @@ void bm_chunked_ssd(benchmark::State& st, ssd_shape sh) {
     fill(D, 4, 0.5f, 1.5f);
     fill(state0, 5, -1.0f, 1.0f);
     using kernel = scan_kernel<chunked_ssd_scan, transmamba::cuda>;
-    device_buffer<std::byte> scratch(kernel::scratch_bytes<T>(cfg, batch, L));
+    namespace ssd = kernels::cuda::ssd;
+    device_buffer<std::byte> scratch(ssd::chunk_scratch_bytes<T, Policy>(cfg, batch, L, /*for_scan=*/true));
 
     ssm_inputs<T> in;
     in.x = tensor_view<const T, 4>(xbc.data(), {batch, L, heads, headdim}, {L * width, width, headdim, 1});
@@ -113,6 +115,37 @@ void bm_chunked_ssd(benchmark::State& st, ssd_shape sh) {
         check_cuda(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
         times.push_back(ms);
         st.SetIterationTime(ms * 1e-3);
+    }
+    // The three kernels timed one by one (a separate pass of 11 calls, medians).
+    {
+        const auto op = ssd::make_operands<T, Policy>(cfg, in, 0, L, sv, "bench");
+        workspace_arena arena(align_span({scratch.data(), scratch.size()}));
+        const auto scr = ssd::take_chunk_scratch<T, Policy>(arena, cfg, batch, L, true);
+        cudaEvent_t ev[4];
+        for (auto& e : ev) check_cuda(cudaEventCreate(&e), "cudaEventCreate");
+        std::vector<float> part[3];
+        for (int rep = 0; rep < 11; ++rep) {
+            check_cuda(cudaEventRecord(ev[0]), "cudaEventRecord");
+            ssd::launch_chunk_state<T, Policy>(ctx, op, scr);
+            check_cuda(cudaEventRecord(ev[1]), "cudaEventRecord");
+            ssd::launch_state_passing<T, Policy>(ctx, scr, state.data(), op.batch, op.nheads, op.nchunks,
+                                                 index_t(headdim) * dstate);
+            check_cuda(cudaEventRecord(ev[2]), "cudaEventRecord");
+            ssd::launch_chunk_scan<T, Policy>(ctx, op, scr, yv);
+            check_cuda(cudaEventRecord(ev[3]), "cudaEventRecord");
+            check_cuda(cudaEventSynchronize(ev[3]), "cudaEventSynchronize");
+            for (int k = 0; k < 3; ++k) {
+                float ms = 0;
+                check_cuda(cudaEventElapsedTime(&ms, ev[k], ev[k + 1]), "cudaEventElapsedTime");
+                part[k].push_back(ms);
+            }
+        }
+        const char* names[3] = {"chunk_state_ms", "state_passing_ms", "chunk_scan_ms"};
+        for (int k = 0; k < 3; ++k) {
+            std::sort(part[k].begin(), part[k].end());
+            st.counters[names[k]] = part[k][part[k].size() / 2];
+        }
+        for (auto& e : ev) cudaEventDestroy(e);
     }
     cudaEventDestroy(start);
     cudaEventDestroy(stop);

@@ -41,20 +41,21 @@ python3 - "$OUT" <<'EOF' | tee -a "$OUT/summary.txt"
 import json, sys, os
 out = sys.argv[1]
 try:
-    ours = {b["name"].removeprefix("ssd/").removesuffix("/manual_time"): b for b in json.load(open(f"{out}/bench.json"))["benchmarks"]}
+    ours = {b["name"].split("/iterations")[0].removeprefix("ssd/"): b for b in json.load(open(f"{out}/bench.json"))["benchmarks"]}
 except Exception as e:
     print("no benchmark json:", e); ours = {}
 try:
     peer = json.load(open(f"{out}/peer.json"))
 except Exception as e:
     print("no peer json:", e); peer = {}
-print(f"{'shape':34s} {'ours ms':>8s} {'GB/s':>7s} {'TFLOP/s':>8s} {'xfloor':>7s} {'triton eager':>12s} {'graph':>7s} {'ours/graph':>10s}")
+print(f"{'shape':30s} {'ours ms':>8s} {'k1/k2/k3 ms':>18s} {'GB/s':>6s} {'TFLOP/s':>7s} {'xfloor':>6s} {'triton eager':>12s} {'graph':>7s} {'ours/graph':>10s}")
 for name, b in ours.items():
     key = name.replace("fp32_3xtf32", "fp32").replace("fp32_tf32", "fp32")
     p = peer.get(key, {})
     g = p.get("graph_ms")
     ratio = f"{b['median_ms'] / g:10.2f}" if g else f"{'-':>10s}"
-    print(f"{name:34s} {b['median_ms']:8.3f} {b['GB_per_s']:7.0f} {b['TFLOP_per_s']:8.1f} {b['x_bytes_floor']:7.2f} "
+    parts = "/".join(f"{b.get(k, float('nan')):.2f}" for k in ("chunk_state_ms", "state_passing_ms", "chunk_scan_ms"))
+    print(f"{name:30s} {b['median_ms']:8.3f} {parts:>18s} {b['GB_per_s']:6.0f} {b['TFLOP_per_s']:7.1f} {b['x_bytes_floor']:6.2f} "
           f"{p.get('eager_ms', float('nan')):12.3f} {g or float('nan'):7.3f} {ratio}")
 EOF
 

@@ -18,7 +18,7 @@ struct converter_kernel<exact_converter, cuda> {
 
     template <class T>
     static std::size_t scratch_bytes(const mixer_config& cfg, index_t batch, index_t seqlen) {
-        return kernels::cuda::ssd::chunk_scratch_bytes(cfg, batch, seqlen);
+        return kernels::cuda::ssd::chunk_scratch_bytes<T, policy>(cfg, batch, seqlen, /*for_scan=*/false);
     }
 
     // state: in, the state before token 0 (zeros for a fresh sequence); out, the state after
@@ -30,12 +30,11 @@ struct converter_kernel<exact_converter, cuda> {
         constexpr const char* who = "exact_converter";
         if (prefix <= 0) return;
         const auto op = ssd::make_operands<T, policy>(cfg, in, 0, prefix, state, who);
-        ssd::check_state_alignment(state, who);
         workspace_arena arena(align_span(span));
-        const auto scratch = ssd::take_chunk_scratch(arena, cfg, in.batch(), in.seqlen());
+        const auto scratch = ssd::take_chunk_scratch<T, policy>(arena, cfg, in.batch(), in.seqlen(), /*for_scan=*/false);
         ssd::launch_chunk_state<T, policy>(ctx, op, scratch);
-        ssd::launch_state_passing<policy>(ctx, scratch, state.data(), op.batch, op.nheads, op.nchunks,
-                                          index_t(op.headdim) * op.dstate, /*write_chunk_states=*/false);
+        ssd::launch_state_passing<T, policy>(ctx, scratch, state.data(), op.batch, op.nheads, op.nchunks,
+                                             index_t(op.headdim) * op.dstate);
     }
 };
 

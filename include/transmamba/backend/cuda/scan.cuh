@@ -78,10 +78,6 @@ inline void check_output(tensor_view<float, 4> y, const extents<4>& shape, const
             who, " (CUDA): y must be 8-byte aligned with even strides");
 }
 
-inline void check_state_alignment(tensor_view<float, 4> state, const char* who) {
-    require(reinterpret_cast<std::uintptr_t>(state.data()) % 16 == 0, who, " (CUDA): the state must be 16-byte aligned");
-}
-
 }  // namespace kernels::cuda::ssd
 
 template <>
@@ -118,7 +114,7 @@ struct scan_kernel<chunked_ssd_scan, cuda> {
 
     template <class T>
     static std::size_t scratch_bytes(const mixer_config& cfg, index_t batch, index_t seqlen) {
-        return kernels::cuda::ssd::chunk_scratch_bytes(cfg, batch, seqlen);
+        return kernels::cuda::ssd::chunk_scratch_bytes<T, policy>(cfg, batch, seqlen, /*for_scan=*/true);
     }
 
     template <class T>
@@ -128,7 +124,8 @@ struct scan_kernel<chunked_ssd_scan, cuda> {
         run_with<T, policy>(ctx, cfg, in, t_begin, t_end, y, state, span);
     }
 
-    // The same with another tuning policy (e.g. ssd::tf32_policy).
+    // The same with another tuning policy (e.g. ssd::tf32_policy); its scratch is
+    // chunk_scratch_bytes<T, Policy>(cfg, batch, seqlen, true).
     template <class T, class Policy>
     static void run_with(const cuda_context& ctx, const mixer_config& cfg, const ssm_inputs<T>& in, index_t t_begin,
                          index_t t_end, tensor_view<float, 4> y, tensor_view<float, 4> state, workspace_span span) {
@@ -136,14 +133,13 @@ struct scan_kernel<chunked_ssd_scan, cuda> {
         constexpr const char* who = "chunked_ssd_scan";
         const auto op = ssd::make_operands<T, Policy>(cfg, in, t_begin, t_end, state, who);
         ssd::check_output(y, {in.batch(), in.seqlen(), in.nheads(), in.headdim()}, who);
-        ssd::check_state_alignment(state, who);
         if (t_end <= t_begin) return;
         workspace_arena arena(align_span(span));
-        const auto scratch = ssd::take_chunk_scratch(arena, cfg, in.batch(), in.seqlen());
+        const auto scratch = ssd::take_chunk_scratch<T, Policy>(arena, cfg, in.batch(), in.seqlen(), /*for_scan=*/true);
         ssd::launch_chunk_state<T, Policy>(ctx, op, scratch);
-        ssd::launch_state_passing<Policy>(ctx, scratch, state.data(), op.batch, op.nheads, op.nchunks,
-                                          index_t(op.headdim) * op.dstate, /*write_chunk_states=*/true);
-        ssd::launch_chunk_scan<T, Policy>(ctx, op, scratch.states, y);
+        ssd::launch_state_passing<T, Policy>(ctx, scratch, state.data(), op.batch, op.nheads, op.nchunks,
+                                             index_t(op.headdim) * op.dstate);
+        ssd::launch_chunk_scan<T, Policy>(ctx, op, scratch, y);
     }
 };
 

@@ -3,27 +3,31 @@
 // the Memory Converter share. Tokens [t_begin, t_end) are cut into chunks of Q = chunk_size tokens
 // aligned to t_begin (the last one may be shorter); within a chunk l_i = sum_{m<=i} dt_m A.
 //   (1) chunk_state:   per (b, head, chunk): s_c = X^T diag(exp(l_last - l_j) dt_j) B and the chunk's
-//                      total decay exp(l_last), both from one CUB BlockScan over the chunk's dt A.
+//                      total decay exp(l_last), from a CUB BlockScan (suffix sums) over the chunk's
+//                      dt A; for the scan also the prefix sums l_j (a second BlockScan).
 //   (2) state_passing: the states entering every chunk, S_in(c+1) = decay_c S_in(c) + s_c from the
 //                      initial state, as a scan over chunks with the associative operator
 //                      (a1, s1) . (a2, s2) = (a1 a2, a2 s1 + s2) (cub::WarpScan); writes the final state.
-//   (3) chunk_scan:    per (b, chunk, tile of 64 query rows, set of heads of one group):
-//                      y = (L o C B^T o dt) X + diag(exp(l)) C S_in^T + D x,  L_ij = exp(l_i - l_j), j <= i.
-//                      C B^T is computed once per block and kept in shared memory for all its heads.
+//   (3) chunk_scan:    per (b, chunk, head, 64 query rows, 64 headdim columns):
+//                      y = (L o C B^T o dt) X + diag(exp(l)) C S_in^T + D x,  L_ij = exp(l_i - l_j), j <= i,
+//                      flash-attention style: C B^T of a key tile in registers, masked, times X.
 // The converter is (1) + (2) over the prefix [0, P), keeping only the final state.
 //
-// Scratch (caller-owned): the chunk states (batch, nheads, nchunks, headdim, d_state) in float,
-// overwritten by (2) with the state entering each chunk, and the chunk decays (batch, nheads, nchunks).
+// Scratch (caller-owned, chunk_scratch): chunk states and decays, and for the scan the entering
+// states (in the storage type for 16-bit storage) and the per-token decay sums.
 //
-// Matrix parts run on the tensor cores through warp_mma.cuh. 16-bit storage: x, B, C enter as they
-// are; the float operands (the state entering a chunk, the weighted keys) enter as hi + lo pairs
-// of the storage type, so only the mixing matrix L o C B^T o dt is rounded to 16 bits (as in
-// mamba_ssm). float storage: 3xTF32 by default (float32 accuracy).
+// Matrix parts run on the tensor cores through warp_mma.cuh, tiles staged by cp.async in two
+// stages. 16-bit storage: x, B, C enter as they are; the weighted keys of (1) enter as hi + lo
+// pairs (float32-accurate chunk states and converter); the mixing matrix L o C B^T o dt and the
+// entering state are rounded to 16 bits for (3), as in mamba_ssm. float storage: 3xTF32 by
+// default (float32 accuracy).
 #include <cub/block/block_scan.cuh>
 #include <cub/warp/warp_scan.cuh>
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
+#include <type_traits>
 
 #include "transmamba/backend/cuda/check.cuh"
 #include "transmamba/backend/cuda/context.cuh"
@@ -43,8 +47,8 @@ namespace transmamba::kernels::cuda::ssd {
 struct chunk_state_policy {
     static constexpr int threads = 128;  // 4 warps, 16 headdim rows each
     static constexpr int tile_m = 64;    // headdim rows of the state per block
-    static constexpr int tile_n = 64;    // d_state columns of the state per block
-    static constexpr int tile_k = 64;    // tokens per shared-memory stage
+    static constexpr int tile_n = 128;   // d_state columns of the state per block (all of them up to 128)
+    static constexpr int tile_k = 64;    // tokens per shared-memory stage (2 stages, cp.async)
 };
 
 struct state_passing_policy {
@@ -55,16 +59,18 @@ struct state_passing_policy {
 };
 
 struct chunk_scan_policy {
-    static constexpr int threads = 128;            // 4 warps, 16 query rows each
-    static constexpr int tile_rows = 64;           // query rows per block
-    static constexpr int tile_k = 64;              // keys per shared-memory stage (== tile_rows)
-    static constexpr int max_heads_per_block = 8;  // heads of one group that share one C B^T tile
+    static constexpr int threads = 128;   // 4 warps, 16 query rows each
+    static constexpr int tile_rows = 64;  // query rows per block
+    static constexpr int tile_k = 64;     // keys per shared-memory stage (== tile_rows; 2 stages, cp.async)
+    static constexpr int tile_cols = 64;  // headdim columns per block (a wider head takes several blocks)
 };
 
 struct default_policy {
     static constexpr int max_chunk = 256;  // chunk_size limit: one BlockScan of 2 items per thread
     static constexpr int max_dim = 128;    // headdim and d_state limit (multiples of 16)
-    static constexpr bool split_float_operands = true;  // 16-bit: state / weighted keys as hi + lo
+    // 16-bit storage: the weighted keys of chunk_state enter the tensor cores as hi + lo pairs,
+    // so the chunk states (and the converter) keep float32 accuracy.
+    static constexpr bool split_weighted_keys = true;
     static constexpr mma::float_mode float_mode = mma::float_mode::tf32x3;
     using chunk_state = chunk_state_policy;
     using state_passing = state_passing_policy;
@@ -77,6 +83,11 @@ struct tf32_policy : default_policy {
 };
 
 inline constexpr float log2e = 1.4426950408889634f;
+
+// The type of the states entering each chunk, as chunk_scan reads them: the storage type for
+// 16-bit storage (they meet C on the tensor cores), float for float.
+template <class T>
+using entering_t = std::conditional_t<mma::is_16bit<T>, T, float>;
 
 // ------------------------------------------------------------------------------------------------
 // Operands as the kernels see them: pointers and element strides (channel stride 1)
@@ -102,9 +113,14 @@ struct operands {
     __device__ float dt_at(int b, index_t t, int head) const { return dt[b * dt_sb + t * dt_st + head * dt_sh]; }
 };
 
+// Chunk index ci = (b * nheads + head) * nchunks + chunk.
+template <class T>
 struct chunk_scratch {
-    float* states;  // (batch, nheads, nchunks, headdim, d_state)
-    float* decay;   // (batch, nheads, nchunks)
+    float* states;           // (ci, headdim, d_state): what each chunk adds to the state
+    float* decay;            // (ci): the chunk's total decay exp(l_last)
+    entering_t<T>* entering; // (ci, headdim, d_state): the state entering the chunk (scan only)
+    float* cum;              // (ci, max_chunk): l_j / ln 2 = sum_{m<=j} dt_m A log2(e) (scan only)
+    float* dtc;              // (ci, max_chunk): dt_j, 0 past the chunk's end (scan only)
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -122,26 +138,30 @@ inline constexpr int pad_rows_contiguous_mn = 8;
 __host__ __device__ constexpr int round_up(int v, int m) { return (v + m - 1) / m * m; }
 __host__ __device__ constexpr std::size_t round_up16(std::size_t v) { return (v + 15) / 16 * 16; }
 
-template <class T>
-union vec16 {
-    uint4 raw;
-    T e[16 / sizeof(T)];
-};
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(mma::smem_addr(dst)), "l"(src),
+                 "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int Pending>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending));
+}
 
 // rows x cols tile of global memory (row stride ld_src) into shared memory (row stride ld);
 // elements outside valid_rows x valid_cols are zero. cols and valid_cols are multiples of the
-// 16-byte vector width.
+// 16-byte vector width; valid_rows >= 1. Aligned tiles go through cp.async (complete them with
+// cp_async_wait and a barrier), others through plain loads (complete at the barrier).
 template <int Threads, class T>
-__device__ __forceinline__ void load_tile(T* dst, int ld, const T* src, index_t ld_src, int rows, int cols,
-                                          int valid_rows, int valid_cols, bool vec_ok) {
+__device__ __forceinline__ void load_tile_async(T* dst, int ld, const T* src, index_t ld_src, int rows, int cols,
+                                                int valid_rows, int valid_cols, bool vec_ok) {
     constexpr int V = 16 / sizeof(T);
     if (vec_ok) {
         const int per_row = cols / V;
         for (int v = threadIdx.x; v < rows * per_row; v += Threads) {
             const int r = v / per_row, c = (v % per_row) * V;
-            uint4 val = make_uint4(0, 0, 0, 0);
-            if (r < valid_rows && c < valid_cols) val = __ldg(reinterpret_cast<const uint4*>(src + r * ld_src + c));
-            *reinterpret_cast<uint4*>(dst + r * ld + c) = val;
+            const bool valid = r < valid_rows && c < valid_cols;
+            cp_async16(dst + r * ld + c, valid ? src + r * ld_src + c : src, valid);
         }
     } else {
         for (int e = threadIdx.x; e < rows * cols; e += Threads) {
@@ -151,37 +171,41 @@ __device__ __forceinline__ void load_tile(T* dst, int ld, const T* src, index_t 
     }
 }
 
-// Stores the float v into a tile of T: as it is (float), or as hi + lo (16-bit, when lo != nullptr).
-template <class T>
-__device__ __forceinline__ void store_split(T* hi, T* lo, int at, float v) {
-    const T h = from_float<T>(v);
-    hi[at] = h;
-    if constexpr (mma::is_16bit<T>) {
-        if (lo) lo[at] = from_float<T>(v - to_float(h));
-    }
+// count floats (a multiple of 4, 16-byte aligned at both ends) by cp.async.
+template <int Threads>
+__device__ __forceinline__ void copy_floats_async(float* dst, const float* src, int count) {
+    for (int v = threadIdx.x; v < count / 4; v += Threads) cp_async16(dst + 4 * v, src + 4 * v, true);
 }
 
-// As load_tile, each row r multiplied by row_scale[r] and stored split (see store_split).
-template <int Threads, class T>
-__device__ __forceinline__ void load_scaled_tile(T* hi, T* lo, int ld, const T* src, index_t ld_src, int rows, int cols,
-                                                 int valid_rows, int valid_cols, bool vec_ok, const float* row_scale) {
-    constexpr int V = 16 / sizeof(T);
-    const int per_row = cols / V;
-    for (int v = threadIdx.x; v < rows * per_row; v += Threads) {
-        const int r = v / per_row, c = (v % per_row) * V;
-        vec16<T> in;
-        const bool valid = r < valid_rows && c < valid_cols;
-        if (valid) {
-            if (vec_ok) {
-                in.raw = __ldg(reinterpret_cast<const uint4*>(src + r * ld_src + c));
-            } else {
+// Two B fragments (16 tokens x 8 states each) of diag(w) B from a tile stored B[token][state], w
+// indexed by token: 16-bit storage gives hi and lo parts (lo used when Split), float keeps the
+// product exact in fp32 and splits it into tf32 hi + lo in the fragment.
+template <class T, bool Split>
+__device__ __forceinline__ void load_b2_kn_scaled(mma::frag_b<T> (&hi)[2], mma::frag_b<T> (&lo)[2], const T* tile,
+                                                  int ld, int n0, int k0, const float* w) {
+    if constexpr (mma::is_16bit<T>) {
+        mma::load_b2_kn(hi, tile, ld, n0, k0);
+        const int t = mma::lane_id() & 3;
+        const float2 w01 = *reinterpret_cast<const float2*>(w + k0 + 2 * t);
+        const float2 w89 = *reinterpret_cast<const float2*>(w + k0 + 2 * t + 8);
 #pragma unroll
-                for (int e = 0; e < V; ++e) in.e[e] = src[r * ld_src + c + e];
+        for (int h = 0; h < 2; ++h) {
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                const float2 s = i == 0 ? w01 : w89;
+                const float2 v = mma::unpack2<T>(hi[h].hi[i]);
+                const float v0 = v.x * s.x, v1 = v.y * s.y;
+                hi[h].hi[i] = mma::pack2<T>(v0, v1);
+                if constexpr (Split) {
+                    const float2 r = mma::unpack2<T>(hi[h].hi[i]);
+                    lo[h].hi[i] = mma::pack2<T>(v0 - r.x, v1 - r.y);
+                }
             }
         }
-        const float s = valid ? row_scale[r] : 0.0f;
+    } else {
 #pragma unroll
-        for (int e = 0; e < V; ++e) store_split(hi, lo, r * ld + c + e, valid ? to_float(in.e[e]) * s : 0.0f);
+        for (int h = 0; h < 2; ++h)
+            mma::make_b(hi[h], [&](int k, int n) { return tile[(k0 + k) * ld + n0 + 8 * h + n] * w[k0 + k]; });
     }
 }
 
@@ -190,24 +214,37 @@ __device__ __forceinline__ void load_scaled_tile(T* hi, T* lo, int ld, const T* 
 // ------------------------------------------------------------------------------------------------
 
 template <class T, class Policy>
-__global__ void __launch_bounds__(Policy::chunk_state::threads, 1)
-    chunk_state_kernel(operands<T> op, chunk_scratch out) {
+struct chunk_state_layout {
     using P = typename Policy::chunk_state;
+    static constexpr int ld_x = P::tile_m + pad_rows_contiguous_mn<T>;  // X[token][channel], read as A^T
+    static constexpr int ld_b = P::tile_n + pad_rows_contiguous_mn<T>;  // B[token][state], read as B[k][n]
+    static constexpr std::size_t x_bytes = round_up16(sizeof(T) * P::tile_k * ld_x);
+    static constexpr std::size_t b_bytes = round_up16(sizeof(T) * P::tile_k * ld_b);
+    static constexpr std::size_t stage_bytes = x_bytes + b_bytes;
+    static constexpr std::size_t bytes = 2 * stage_bytes;
+};
+
+template <class T, class Policy>
+__global__ void __launch_bounds__(Policy::chunk_state::threads, 1)
+    chunk_state_kernel(operands<T> op, chunk_scratch<T> out) {
+    using P = typename Policy::chunk_state;
+    using layout = chunk_state_layout<T, Policy>;
     constexpr int threads = P::threads, TM = P::tile_m, TN = P::tile_n, TK = P::tile_k;
     constexpr int K = mma::k_step<T>;
-    constexpr bool split = mma::is_16bit<T> && Policy::split_float_operands;
+    constexpr bool split = mma::is_16bit<T> && Policy::split_weighted_keys;
     constexpr int items = Policy::max_chunk / threads;
-    constexpr int ld_x = TM + pad_rows_contiguous_mn<T>;  // X[token][channel], read as A^T
-    constexpr int ld_b = TN + pad_rows_contiguous_mn<T>;  // Bw[token][state], read as B[k][n]
+    constexpr int ld_x = layout::ld_x, ld_b = layout::ld_b;
     static_assert(TM == 16 * (threads / 32) && TN % 16 == 0 && TK % 16 == 0);
     static_assert(items * threads == Policy::max_chunk);
 
     using block_scan = cub::BlockScan<float, threads>;
     __shared__ typename block_scan::TempStorage scan_storage;
-    __shared__ alignas(16) T xs[TK * ld_x];
-    __shared__ alignas(16) T bw_hi[TK * ld_b];
-    __shared__ alignas(16) T bw_lo[split ? TK * ld_b : 1];
-    __shared__ float weight[Policy::max_chunk];
+    __shared__ alignas(16) float weight[Policy::max_chunk];
+    __shared__ float dt_s[Policy::max_chunk];
+    extern __shared__ uint4 state_smem[];
+    unsigned char* smem = reinterpret_cast<unsigned char*>(state_smem);
+    const auto xs = [&](int stage) { return reinterpret_cast<T*>(smem + stage * layout::stage_bytes); };
+    const auto bs = [&](int stage) { return reinterpret_cast<T*>(smem + stage * layout::stage_bytes + layout::x_bytes); };
 
     const int p = op.headdim, n = op.dstate, h = op.nheads;
     const int tiles_m = (p + TM - 1) / TM, tiles = tiles_m * ((n + TN - 1) / TN);
@@ -219,6 +256,17 @@ __global__ void __launch_bounds__(Policy::chunk_state::threads, 1)
     const index_t c0 = op.t_begin + index_t(chunk) * op.chunk;
     const int q = static_cast<int>(min(index_t(op.chunk), op.t_end - c0));
     const float a_log2 = op.A[head] * log2e;
+    const index_t ci = index_t(bh) * op.nchunks + chunk;
+
+    const T* x_chunk = op.x + b * op.x_sb + c0 * op.x_st + head * op.x_sh + p0;
+    const T* b_chunk = op.B + b * op.b_sb + c0 * op.b_st + grp * op.b_sg + s0;
+    const auto issue = [&](int stage, int j0) {
+        const int rows = min(TK, q - j0);
+        load_tile_async<threads>(xs(stage), ld_x, x_chunk + j0 * op.x_st, op.x_st, TK, TM, rows, p - p0, op.vec_ok);
+        load_tile_async<threads>(bs(stage), ld_b, b_chunk + j0 * op.b_st, op.b_st, TK, TN, rows, n - s0, op.vec_ok);
+    };
+    issue(0, 0);
+    cp_async_commit();
 
     // Suffix sums from the end of the chunk: an exclusive scan over the reversed tokens.
     float v[items], dtv[items];
@@ -227,6 +275,11 @@ __global__ void __launch_bounds__(Policy::chunk_state::threads, 1)
         const int j = q - 1 - (static_cast<int>(threadIdx.x) * items + i);
         dtv[i] = j >= 0 ? op.dt_at(b, c0 + j, head) : 0.0f;
         v[i] = dtv[i] * a_log2;
+        if (j >= 0) dt_s[j] = dtv[i];
+    }
+    for (int j = q + static_cast<int>(threadIdx.x); j < Policy::max_chunk; j += threads) {
+        weight[j] = 0.0f;  // tokens past the chunk's end: their rows are zero, keep them finite
+        dt_s[j] = 0.0f;
     }
     float total;
     block_scan(scan_storage).ExclusiveSum(v, v, total);
@@ -235,8 +288,22 @@ __global__ void __launch_bounds__(Policy::chunk_state::threads, 1)
         const int j = q - 1 - (static_cast<int>(threadIdx.x) * items + i);
         if (j >= 0) weight[j] = exp2f(v[i]) * dtv[i];
     }
-    const index_t chunk_index = index_t(bh) * op.nchunks + chunk;
-    if (tile == 0 && threadIdx.x == 0) out.decay[chunk_index] = exp2f(total);
+    if (tile == 0) {
+        if (threadIdx.x == 0) out.decay[ci] = exp2f(total);
+        if (out.cum) {  // the prefix sums for chunk_scan, from a forward scan of their own
+            __syncthreads();
+            float f[items];
+#pragma unroll
+            for (int i = 0; i < items; ++i) f[i] = dt_s[threadIdx.x * items + i] * a_log2;
+            block_scan(scan_storage).InclusiveSum(f, f);
+#pragma unroll
+            for (int i = 0; i < items; ++i) {
+                const int j = static_cast<int>(threadIdx.x) * items + i;
+                out.cum[ci * Policy::max_chunk + j] = f[i];
+                out.dtc[ci * Policy::max_chunk + j] = dt_s[j];
+            }
+        }
+    }
     __syncthreads();
 
     const int warp = static_cast<int>(threadIdx.x >> 5);
@@ -244,42 +311,45 @@ __global__ void __launch_bounds__(Policy::chunk_state::threads, 1)
 #pragma unroll
     for (int i = 0; i < TN / 8; ++i) mma::zero(acc[i]);
 
-    const T* x_chunk = op.x + b * op.x_sb + c0 * op.x_st + head * op.x_sh + p0;
-    const T* b_chunk = op.B + b * op.b_sb + c0 * op.b_st + grp * op.b_sg + s0;
-    for (int j0 = 0; j0 < q; j0 += TK) {
-        const int rows = min(TK, q - j0);
-        load_tile<threads>(xs, ld_x, x_chunk + j0 * op.x_st, op.x_st, TK, TM, rows, p - p0, op.vec_ok);
-        load_scaled_tile<threads>(bw_hi, split ? bw_lo : nullptr, ld_b, b_chunk + j0 * op.b_st, op.b_st, TK, TN, rows,
-                                  n - s0, op.vec_ok, weight + j0);
+    const int ntiles = (q + TK - 1) / TK;
+    for (int jt = 0; jt < ntiles; ++jt) {
+        const int j0 = jt * TK, stage = jt & 1;
+        if (jt + 1 < ntiles) issue(stage ^ 1, j0 + TK);
+        cp_async_commit();
+        cp_async_wait<1>();
         __syncthreads();
-        for (int k0 = 0; k0 < rows; k0 += K) {
+        const T* xt = xs(stage);
+        const T* bt = bs(stage);
+        const int steps = min(TK, q - j0);
+        for (int k0 = 0; k0 < steps; k0 += K) {
             mma::frag_a<T> a;
-            mma::load_a_km(a, xs, ld_x, warp * 16, k0);
+            mma::load_a_km(a, xt, ld_x, warp * 16, k0);
 #pragma unroll
             for (int nt = 0; nt < TN / 16; ++nt) {
-                mma::frag_b<T> bf[2];
-                mma::load_b2_kn(bf, bw_hi, ld_b, nt * 16, k0);
-                mma::mma<T, Policy::float_mode>(acc[2 * nt], a, bf[0]);
-                mma::mma<T, Policy::float_mode>(acc[2 * nt + 1], a, bf[1]);
+                if (s0 + nt * 16 >= n) break;
+                mma::frag_b<T> hi[2], lo[2];
+                load_b2_kn_scaled<T, split>(hi, lo, bt, ld_b, nt * 16, k0, weight + j0);
+                mma::mma<T, Policy::float_mode>(acc[2 * nt], a, hi[0]);
+                mma::mma<T, Policy::float_mode>(acc[2 * nt + 1], a, hi[1]);
                 if constexpr (split) {
-                    mma::load_b2_kn(bf, bw_lo, ld_b, nt * 16, k0);
-                    mma::mma<T>(acc[2 * nt], a, bf[0]);
-                    mma::mma<T>(acc[2 * nt + 1], a, bf[1]);
+                    mma::mma<T>(acc[2 * nt], a, lo[0]);
+                    mma::mma<T>(acc[2 * nt + 1], a, lo[1]);
                 }
             }
         }
-        __syncthreads();
+        __syncthreads();  // the stage is refilled next
     }
 
     const int g = mma::lane_id() >> 2, t = mma::lane_id() & 3;
-    float* s = out.states + chunk_index * p * n;
+    float* s = out.states + ci * p * n;
 #pragma unroll
     for (int nt = 0; nt < TN / 8; ++nt) {
         const int col = s0 + nt * 8 + 2 * t;
+        if (col >= n) break;
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
             const int row = p0 + warp * 16 + g + 8 * half;
-            if (row < p && col < n)
+            if (row < p)
                 *reinterpret_cast<float2*>(s + index_t(row) * n + col) =
                     make_float2(acc[nt].v[2 * half], acc[nt].v[2 * half + 1]);
         }
@@ -327,12 +397,21 @@ __device__ __forceinline__ void store_vec(float* p, const float (&v)[Vec]) {
     for (int i = 0; i < Vec; i += 4) *reinterpret_cast<float4*>(p + i) = make_float4(v[i], v[i + 1], v[i + 2], v[i + 3]);
 }
 
+// 16-bit storage: Vec values rounded and packed, 16 bytes per 8 values.
+template <class T, int Vec>
+__device__ __forceinline__ void store_vec(T* p, const float (&v)[Vec]) {
+    static_assert(Vec % 8 == 0);
+#pragma unroll
+    for (int i = 0; i < Vec; i += 8)
+        *reinterpret_cast<uint4*>(p + i) = make_uint4(mma::pack2<T>(v[i], v[i + 1]), mma::pack2<T>(v[i + 2], v[i + 3]),
+                                                      mma::pack2<T>(v[i + 4], v[i + 5]), mma::pack2<T>(v[i + 6], v[i + 7]));
+}
+
 // One logical warp of Width lanes per (b, head, Vec state elements); lane l walks the chunks of its
 // segment, the warp scan joins the segments, seeded with the initial state.
-template <int Width, class Policy>
+template <class T, int Width, class Policy>
 __global__ void __launch_bounds__(Policy::state_passing::threads)
-    state_passing_kernel(chunk_scratch scratch, float* state, int nchunks, index_t state_size, index_t vectors,
-                         bool write_chunk_states) {
+    state_passing_kernel(chunk_scratch<T> scratch, float* state, int nchunks, index_t state_size, index_t vectors) {
     constexpr int threads = Policy::state_passing::threads, Vec = Policy::state_passing::vec;
     constexpr int groups = threads / Width;
     using item = decay_state<Vec>;
@@ -347,7 +426,7 @@ __global__ void __launch_bounds__(Policy::state_passing::threads)
     const int seg = (nchunks + Width - 1) / Width;
     const int c_begin = min(nchunks, lane * seg), c_end = min(nchunks, c_begin + seg);
     const float* decay = scratch.decay + bh * nchunks;
-    float* chunk_states = scratch.states + bh * nchunks * state_size + e0;
+    const float* chunk_states = scratch.states + bh * nchunks * state_size + e0;
     const combine_decay_state<Vec> combine;
 
     item own{1.0f, {}};
@@ -375,11 +454,10 @@ __global__ void __launch_bounds__(Policy::state_passing::threads)
 #pragma unroll
     for (int i = 0; i < Vec; ++i) S[i] = entering.s[i];
     for (int c = c_begin; c < c_end; ++c) {
-        float* at = chunk_states + index_t(c) * state_size;
         float s[Vec];
-        load_vec(s, at);
+        load_vec(s, chunk_states + index_t(c) * state_size);
+        if (scratch.entering) store_vec(scratch.entering + (bh * nchunks + c) * state_size + e0, S);
         const float a = decay[c];
-        if (write_chunk_states) store_vec(at, S);  // the state entering chunk c
 #pragma unroll
         for (int i = 0; i < Vec; ++i) S[i] = fmaf(a, S[i], s[i]);
     }
@@ -390,65 +468,66 @@ __global__ void __launch_bounds__(Policy::state_passing::threads)
 // (3) chunk_scan: y = (L o C B^T o dt) X + diag(exp(l)) C S_in^T + D x
 // ------------------------------------------------------------------------------------------------
 
-// Shared-memory layout of chunk_scan_kernel, in one place for the host (size) and the kernel.
-template <class T, int PMax, class Policy>
+// Shared-memory layout of chunk_scan_kernel, in one place for the host (size) and the kernel:
+// C tile [rows][ld_n] | entering state [cols][ld_n] | l2, dt [max_chunk] | 2 stages of
+// {B [tile_k][ld_n], X [tile_k][ld_x]} | float storage: the masked mixing tile of each warp.
+template <class T, class Policy>
 struct chunk_scan_layout {
     using P = typename Policy::chunk_scan;
-    static constexpr bool split = mma::is_16bit<T> && Policy::split_float_operands;
-    int ld_cb, ld_n, ld_x;
-    std::size_t off_l2, off_dt, off_c, off_region, off_s_lo, off_x, bytes;
+    static constexpr int PMax = P::tile_cols;
+    static constexpr int ld_x = PMax + pad_rows_contiguous_mn<T>;
+    static constexpr int ld_m = P::tile_k + 4;  // float: A fragments read at (row g, col t)
+    int ld_n;
+    std::size_t off_s, off_l2, off_dt, off_stage, b_bytes, stage_bytes, off_m, bytes;
 
-    __host__ __device__ chunk_scan_layout(int chunk, int dstate) {
-        ld_cb = round_up(chunk, P::tile_k) + (mma::is_16bit<T> ? 8 : 4);
+    __host__ __device__ chunk_scan_layout(int dstate) {
         ld_n = dstate + pad_rows_contiguous_k<T>;
-        ld_x = PMax + pad_rows_contiguous_mn<T>;
-        off_l2 = round_up16(sizeof(float) * std::size_t(P::tile_rows) * ld_cb);
+        off_s = round_up16(sizeof(T) * std::size_t(P::tile_rows) * ld_n);
+        off_l2 = off_s + round_up16(sizeof(entering_t<T>) * std::size_t(PMax) * ld_n);
         off_dt = off_l2 + round_up16(sizeof(float) * Policy::max_chunk);
-        off_c = off_dt + round_up16(sizeof(float) * Policy::max_chunk);
-        off_region = off_c + round_up16(sizeof(T) * std::size_t(P::tile_rows) * ld_n);
-        // phase A: the keys tile [tile_k][ld_n]; phase B: the state (hi, lo) [PMax][ld_n] and X [tile_k][ld_x]
-        const std::size_t s_bytes = round_up16(sizeof(T) * std::size_t(PMax) * ld_n);
-        off_s_lo = off_region + s_bytes;
-        off_x = off_s_lo + (split ? s_bytes : 0);
-        const std::size_t phase_b = off_x + round_up16(sizeof(T) * std::size_t(P::tile_k) * ld_x);
-        const std::size_t phase_a = off_region + round_up16(sizeof(T) * std::size_t(P::tile_k) * ld_n);
-        bytes = phase_a > phase_b ? phase_a : phase_b;
+        off_stage = off_dt + round_up16(sizeof(float) * Policy::max_chunk);
+        b_bytes = round_up16(sizeof(T) * std::size_t(P::tile_k) * ld_n);
+        stage_bytes = b_bytes + round_up16(sizeof(T) * std::size_t(P::tile_k) * ld_x);
+        off_m = off_stage + 2 * stage_bytes;
+        bytes = off_m + (mma::is_16bit<T> ? 0 : sizeof(float) * std::size_t(P::tile_rows) * ld_m);
     }
 };
 
-template <class T, int PMax, class Policy>
+// One block per (64 query rows, 64 headdim columns, head, chunk, b), four warps of 16 rows. The carried-state product
+// first, then over the key tiles (2 stages in flight): C B^T for the warp's rows in registers,
+// masked and decayed there, and multiplied by X. 16-bit storage reuses the accumulator registers
+// as the A fragments of that product; float storage passes them through shared memory.
+template <class T, class Policy>
 __global__ void __launch_bounds__(Policy::chunk_scan::threads, 1)
-    chunk_scan_kernel(operands<T> op, const float* entering, float* y, index_t y_sb, index_t y_st, index_t y_sh,
-                      int heads_per_block) {
+    chunk_scan_kernel(operands<T> op, chunk_scratch<T> scratch, float* y, index_t y_sb, index_t y_st, index_t y_sh) {
     using P = typename Policy::chunk_scan;
-    constexpr int threads = P::threads, TR = P::tile_rows, TK = P::tile_k;
+    constexpr int threads = P::threads, TR = P::tile_rows, TK = P::tile_k, PMax = P::tile_cols;
     constexpr int K = mma::k_step<T>;
     constexpr int NT = PMax / 8;  // accumulator tiles along headdim
-    constexpr int items = Policy::max_chunk / threads;
     constexpr auto fmode = Policy::float_mode;
-    using layout_t = chunk_scan_layout<T, PMax, Policy>;
-    constexpr bool split = layout_t::split;
+    using layout_t = chunk_scan_layout<T, Policy>;
+    constexpr int ld_x = layout_t::ld_x, ld_m = layout_t::ld_m;
     static_assert(TR == TK && TR == 16 * (threads / 32) && PMax % 16 == 0);
-    static_assert(items * threads == Policy::max_chunk);
 
-    using block_scan = cub::BlockScan<float, threads>;
-    __shared__ typename block_scan::TempStorage scan_storage;
-    extern __shared__ uint4 smem_raw[];
-    unsigned char* smem = reinterpret_cast<unsigned char*>(smem_raw);
-    const layout_t L(op.chunk, op.dstate);
-    float* cb = reinterpret_cast<float*>(smem);
+    extern __shared__ uint4 scan_smem[];
+    unsigned char* smem = reinterpret_cast<unsigned char*>(scan_smem);
+    const layout_t L(op.dstate);
+    const int ld_n = L.ld_n;
+    T* cs = reinterpret_cast<T*>(smem);
+    entering_t<T>* ss = reinterpret_cast<entering_t<T>*>(smem + L.off_s);
     float* l2s = reinterpret_cast<float*>(smem + L.off_l2);
     float* dts = reinterpret_cast<float*>(smem + L.off_dt);
-    T* cs = reinterpret_cast<T*>(smem + L.off_c);
-    T* bs = reinterpret_cast<T*>(smem + L.off_region);  // phase A
-    T* s_hi = bs;                                        // phase B
-    T* s_lo = reinterpret_cast<T*>(smem + L.off_s_lo);
-    T* xs = reinterpret_cast<T*>(smem + L.off_x);
-    const int ld_cb = L.ld_cb, ld_n = L.ld_n, ld_x = L.ld_x;
+    const auto bs = [&](int stage) { return reinterpret_cast<T*>(smem + L.off_stage + stage * L.stage_bytes); };
+    const auto xs = [&](int stage) {
+        return reinterpret_cast<T*>(smem + L.off_stage + stage * L.stage_bytes + L.b_bytes);
+    };
 
     const int p = op.headdim, n = op.dstate, Q = op.chunk;
     const int n_qtiles = (Q + TR - 1) / TR;
-    const int qtile = static_cast<int>(blockIdx.x) % n_qtiles, hset = static_cast<int>(blockIdx.x) / n_qtiles;
+    const int col_tiles = (p + PMax - 1) / PMax;
+    const int qtile = static_cast<int>(blockIdx.x) % n_qtiles, rest = static_cast<int>(blockIdx.x) / n_qtiles;
+    const int col0 = (rest % col_tiles) * PMax, head = rest / col_tiles;
+    const int pc = min(PMax, p - col0);  // this block's headdim columns [col0, col0 + pc)
     const int chunk = blockIdx.y, b = blockIdx.z;
     const index_t c0 = op.t_begin + index_t(chunk) * Q;
     const int q = static_cast<int>(min(index_t(Q), op.t_end - c0));
@@ -456,21 +535,75 @@ __global__ void __launch_bounds__(Policy::chunk_scan::threads, 1)
     if (i0 >= q) return;
     const int rows = min(TR, q - i0);
     const int jend = i0 + rows;  // keys j < jend are visible to this tile
-    const int head0 = hset * heads_per_block, grp = head0 / op.heads_per_group;
+    const int grp = head / op.heads_per_group;
     const int warp = static_cast<int>(threadIdx.x >> 5), g = mma::lane_id() >> 2, t = mma::lane_id() & 3;
-    const int wr0 = warp * 16;                // the warp's first row in the tile
-    const int last_key = i0 + wr0 + 15;       // no key after it is visible to the warp's rows
+    const int wr0 = warp * 16;           // the warp's first row in the tile
+    const int last_key = i0 + wr0 + 15;  // no key after it is visible to the warp's rows
+    const index_t ci = (index_t(b) * op.nheads + head) * op.nchunks + chunk;
 
-    // Phase A: CB[i][j] = C_i . B_j for the tile's rows and keys j < jend, shared by all heads.
-    load_tile<threads>(cs, ld_n, op.C + b * op.c_sb + (c0 + i0) * op.c_st + grp * op.c_sg, op.c_st, TR, n, rows, n,
-                       op.vec_ok);
-    for (int j0 = 0; j0 < jend; j0 += TK) {
-        load_tile<threads>(bs, ld_n, op.B + b * op.b_sb + (c0 + j0) * op.b_st + grp * op.b_sg, op.b_st, TK, n,
-                           min(TK, q - j0), n, op.vec_ok);
-        __syncthreads();
-        mma::frag_c acc[TK / 8];
+    const T* b_chunk = op.B + b * op.b_sb + c0 * op.b_st + grp * op.b_sg;
+    const T* x_chunk = op.x + b * op.x_sb + c0 * op.x_st + head * op.x_sh + col0;
+    const auto issue = [&](int stage, int j0) {
+        const int valid = min(TK, q - j0);
+        load_tile_async<threads>(bs(stage), ld_n, b_chunk + j0 * op.b_st, op.b_st, TK, n, valid, n, op.vec_ok);
+        load_tile_async<threads>(xs(stage), ld_x, x_chunk + j0 * op.x_st, op.x_st, TK, PMax, valid, pc, op.vec_ok);
+    };
+
+    // Group 0: this tile's C rows, the state entering the chunk, the decays; group 1: key tile 0.
+    load_tile_async<threads>(cs, ld_n, op.C + b * op.c_sb + (c0 + i0) * op.c_st + grp * op.c_sg, op.c_st, TR, n, rows,
+                             n, op.vec_ok);
+    load_tile_async<threads>(ss, ld_n, scratch.entering + ci * p * n + index_t(col0) * n, n, PMax, n, pc, n, true);
+    copy_floats_async<threads>(l2s, scratch.cum + ci * Policy::max_chunk, round_up(jend, 4));
+    copy_floats_async<threads>(dts, scratch.dtc + ci * Policy::max_chunk, round_up(jend, 4));
+    cp_async_commit();
+    issue(0, 0);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+
+    // Carried state: acc = C S_in^T, row i then scaled by exp(l_i).
+    mma::frag_c acc[NT];
 #pragma unroll
-        for (int i = 0; i < TK / 8; ++i) mma::zero(acc[i]);
+    for (int i = 0; i < NT; ++i) mma::zero(acc[i]);
+    for (int k0 = 0; k0 < n; k0 += K) {
+        mma::frag_a<T> a;
+        mma::load_a_mk(a, cs, ld_n, wr0, k0);
+#pragma unroll
+        for (int nt = 0; nt < NT / 2; ++nt) {
+            if (nt * 16 >= pc) break;
+            mma::frag_b<T> bf[2];
+            mma::load_b2_nk(bf, ss, ld_n, nt * 16, k0);
+            mma::mma<T, fmode>(acc[2 * nt], a, bf[0]);
+            mma::mma<T, fmode>(acc[2 * nt + 1], a, bf[1]);
+        }
+    }
+    const int ia = i0 + wr0 + g, ib = ia + 8;  // the thread's two rows, chunk-relative
+    const float la = l2s[min(ia, jend - 1)], lb = l2s[min(ib, jend - 1)];
+    {
+        const float ea = exp2f(la), eb = exp2f(lb);
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            acc[nt].v[0] *= ea;
+            acc[nt].v[1] *= ea;
+            acc[nt].v[2] *= eb;
+            acc[nt].v[3] *= eb;
+        }
+    }
+
+    // Within the chunk: acc += M X, M_ij = (C_i . B_j) exp(l_i - l_j) dt_j for j <= i.
+    const int njt = qtile + 1;  // key tiles 0 .. qtile (TR == TK)
+    for (int jt = 0; jt < njt; ++jt) {
+        const int j0 = jt * TK, stage = jt & 1;
+        if (jt + 1 < njt) issue(stage ^ 1, j0 + TK);
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        const T* bt = bs(stage);
+        const T* xt = xs(stage);
+
+        mma::frag_c m[TK / 8];
+#pragma unroll
+        for (int i = 0; i < TK / 8; ++i) mma::zero(m[i]);
         for (int k0 = 0; k0 < n; k0 += K) {
             mma::frag_a<T> a;
             mma::load_a_mk(a, cs, ld_n, wr0, k0);
@@ -478,147 +611,90 @@ __global__ void __launch_bounds__(Policy::chunk_scan::threads, 1)
             for (int nt = 0; nt < TK / 16; ++nt) {
                 if (j0 + nt * 16 > last_key) break;
                 mma::frag_b<T> bf[2];
-                mma::load_b2_nk(bf, bs, ld_n, nt * 16, k0);
-                mma::mma<T, fmode>(acc[2 * nt], a, bf[0]);
-                mma::mma<T, fmode>(acc[2 * nt + 1], a, bf[1]);
+                mma::load_b2_nk(bf, bt, ld_n, nt * 16, k0);
+                mma::mma<T, fmode>(m[2 * nt], a, bf[0]);
+                mma::mma<T, fmode>(m[2 * nt + 1], a, bf[1]);
             }
         }
 #pragma unroll
         for (int nt = 0; nt < TK / 8; ++nt) {
             if (j0 + (nt / 2) * 16 > last_key) break;
-            const int col = j0 + nt * 8 + 2 * t;
-            *reinterpret_cast<float2*>(cb + (wr0 + g) * ld_cb + col) = make_float2(acc[nt].v[0], acc[nt].v[1]);
-            *reinterpret_cast<float2*>(cb + (wr0 + g + 8) * ld_cb + col) = make_float2(acc[nt].v[2], acc[nt].v[3]);
+            const int j = j0 + nt * 8 + 2 * t;
+            const float2 lj = *reinterpret_cast<const float2*>(l2s + j);
+            const float2 dj = *reinterpret_cast<const float2*>(dts + j);
+            m[nt].v[0] = j <= ia ? m[nt].v[0] * exp2f(la - lj.x) * dj.x : 0.0f;
+            m[nt].v[1] = j + 1 <= ia ? m[nt].v[1] * exp2f(la - lj.y) * dj.y : 0.0f;
+            m[nt].v[2] = j <= ib ? m[nt].v[2] * exp2f(lb - lj.x) * dj.x : 0.0f;
+            m[nt].v[3] = j + 1 <= ib ? m[nt].v[3] * exp2f(lb - lj.y) * dj.y : 0.0f;
         }
-        __syncthreads();
-    }
-
-    // Phase B, head by head.
-    for (int hh = 0; hh < heads_per_block; ++hh) {
-        const int head = head0 + hh;
-        const float a_log2 = op.A[head] * log2e;
-        {  // l2[j] = log2 of the decay from the chunk start through token j (0 beyond jend: constant)
-            float v[items], dtv[items];
+        if constexpr (mma::is_16bit<T>) {
+            // The accumulators of key columns [16 s, 16 s + 16) are the A fragment of k-step s.
 #pragma unroll
-            for (int i = 0; i < items; ++i) {
-                const int j = static_cast<int>(threadIdx.x) * items + i;
-                dtv[i] = j < jend ? op.dt_at(b, c0 + j, head) : 0.0f;
-                v[i] = dtv[i] * a_log2;
-            }
-            block_scan(scan_storage).InclusiveSum(v, v);
+            for (int s = 0; s < TK / 16; ++s) {
+                if (j0 + s * 16 > last_key) break;
+                mma::frag_a<T> a;
+                a.hi[0] = mma::pack2<T>(m[2 * s].v[0], m[2 * s].v[1]);
+                a.hi[1] = mma::pack2<T>(m[2 * s].v[2], m[2 * s].v[3]);
+                a.hi[2] = mma::pack2<T>(m[2 * s + 1].v[0], m[2 * s + 1].v[1]);
+                a.hi[3] = mma::pack2<T>(m[2 * s + 1].v[2], m[2 * s + 1].v[3]);
 #pragma unroll
-            for (int i = 0; i < items; ++i) {
-                const int j = static_cast<int>(threadIdx.x) * items + i;
-                l2s[j] = v[i];
-                dts[j] = dtv[i];
-            }
-        }
-        {  // the state entering the chunk, (headdim, d_state) float -> [PMax][ld_n] tiles
-            const float* S = entering + ((index_t(b) * op.nheads + head) * op.nchunks + chunk) * p * n;
-            for (int e = static_cast<int>(threadIdx.x) * 4; e < PMax * n; e += threads * 4) {
-                const int r = e / n, c = e % n;
-                const float4 v = r < p ? *reinterpret_cast<const float4*>(S + index_t(r) * n + c) : make_float4(0, 0, 0, 0);
-                store_split(s_hi, split ? s_lo : nullptr, r * ld_n + c, v.x);
-                store_split(s_hi, split ? s_lo : nullptr, r * ld_n + c + 1, v.y);
-                store_split(s_hi, split ? s_lo : nullptr, r * ld_n + c + 2, v.z);
-                store_split(s_hi, split ? s_lo : nullptr, r * ld_n + c + 3, v.w);
-            }
-        }
-        __syncthreads();
-
-        mma::frag_c acc[NT];
-#pragma unroll
-        for (int i = 0; i < NT; ++i) mma::zero(acc[i]);
-
-        // Carried state: acc = C S_in^T, then row i scaled by exp(l_i).
-        for (int k0 = 0; k0 < n; k0 += K) {
-            mma::frag_a<T> a;
-            mma::load_a_mk(a, cs, ld_n, wr0, k0);
-#pragma unroll
-            for (int nt = 0; nt < NT / 2; ++nt) {
-                if (nt * 16 >= p) break;
-                mma::frag_b<T> bf[2];
-                mma::load_b2_nk(bf, s_hi, ld_n, nt * 16, k0);
-                mma::mma<T, fmode>(acc[2 * nt], a, bf[0]);
-                mma::mma<T, fmode>(acc[2 * nt + 1], a, bf[1]);
-                if constexpr (split) {
-                    mma::load_b2_nk(bf, s_lo, ld_n, nt * 16, k0);
+                for (int nt = 0; nt < NT / 2; ++nt) {
+                    if (nt * 16 >= pc) break;
+                    mma::frag_b<T> bf[2];
+                    mma::load_b2_kn(bf, xt, ld_x, nt * 16, s * 16);
                     mma::mma<T>(acc[2 * nt], a, bf[0]);
                     mma::mma<T>(acc[2 * nt + 1], a, bf[1]);
                 }
             }
-        }
-        const int ia = i0 + wr0 + g, ib = ia + 8;  // the thread's two rows, chunk-relative
-        const float la = l2s[ia], lb = l2s[ib];
-        {
-            const float ea = exp2f(la), eb = exp2f(lb);
+        } else {
+            float* mw = reinterpret_cast<float*>(smem + L.off_m) + wr0 * ld_m;  // this warp's 16 rows
 #pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
-                acc[nt].v[0] *= ea;
-                acc[nt].v[1] *= ea;
-                acc[nt].v[2] *= eb;
-                acc[nt].v[3] *= eb;
+            for (int nt = 0; nt < TK / 8; ++nt) {
+                const int col = nt * 8 + 2 * t;
+                *reinterpret_cast<float2*>(mw + g * ld_m + col) = make_float2(m[nt].v[0], m[nt].v[1]);
+                *reinterpret_cast<float2*>(mw + (g + 8) * ld_m + col) = make_float2(m[nt].v[2], m[nt].v[3]);
             }
-        }
-
-        // Within the chunk: acc += M X, M_ij = CB_ij exp(l_i - l_j) dt_j for j <= i.
-        const T* x_chunk = op.x + b * op.x_sb + c0 * op.x_st + head * op.x_sh;
-        for (int j0 = 0; j0 < jend; j0 += TK) {
-            __syncthreads();  // the previous X tile is no longer read
-            load_tile<threads>(xs, ld_x, x_chunk + j0 * op.x_st, op.x_st, TK, PMax, min(TK, q - j0), p, op.vec_ok);
-            __syncthreads();
-            for (int kk = 0; kk < TK; kk += K) {
-                const int j = j0 + kk;
-                if (j > last_key || j >= jend) break;
-                mma::frag_a<T> a;
-                if constexpr (mma::is_16bit<T>) {
+            __syncwarp();
 #pragma unroll
-                    for (int r = 0; r < 4; ++r) {
-                        const int row = wr0 + g + 8 * (r & 1), i = i0 + row, jj = j + 2 * t + 8 * (r >> 1);
-                        const float li = (r & 1) ? lb : la;
-                        const float2 c2 = *reinterpret_cast<const float2*>(cb + row * ld_cb + jj);
-                        const float2 l2 = *reinterpret_cast<const float2*>(l2s + jj);
-                        const float2 d2 = *reinterpret_cast<const float2*>(dts + jj);
-                        const float m0 = jj <= i ? c2.x * exp2f(li - l2.x) * d2.x : 0.0f;
-                        const float m1 = jj + 1 <= i ? c2.y * exp2f(li - l2.y) * d2.y : 0.0f;
-                        a.hi[r] = mma::pack2<T>(m0, m1);
-                    }
-                } else {
-                    mma::make_a(a, [&](int r, int c) {
-                        const int row = wr0 + r, jj = j + c;
-                        const float li = r < 8 ? la : lb;
-                        return jj <= i0 + row ? cb[row * ld_cb + jj] * exp2f(li - l2s[jj]) * dts[jj] : 0.0f;
-                    });
-                }
+            for (int s = 0; s < TK / K; ++s) {
+                if (j0 + s * K > last_key) break;
+                mma::frag_a<T> a;
+                mma::make_a(a, [&](int r, int c) { return mw[r * ld_m + s * K + c]; });
 #pragma unroll
                 for (int nt = 0; nt < NT / 2; ++nt) {
-                    if (nt * 16 >= p) break;
+                    if (nt * 16 >= pc) break;
                     mma::frag_b<T> bf[2];
-                    mma::load_b2_kn(bf, xs, ld_x, nt * 16, kk);
+                    mma::load_b2_kn(bf, xt, ld_x, nt * 16, s * K);
                     mma::mma<T, fmode>(acc[2 * nt], a, bf[0]);
                     mma::mma<T, fmode>(acc[2 * nt + 1], a, bf[1]);
                 }
             }
+            __syncwarp();  // mw is rewritten at the next key tile
         }
+        if (jt + 1 < njt) __syncthreads();  // the stage is refilled next; the last one stays for D x
+    }
 
-        // Skip term and store. The last X tile holds this tile's own rows (TR == TK).
-        const float Dh = op.D[head];
-        float* y_rows = y + b * y_sb + (c0 + i0) * y_st + head * y_sh;
+    // Skip term and store. The last key tile holds this tile's own rows (TR == TK).
+    const T* x_own = xs((njt - 1) & 1);
+    const float Dh = op.D[head];
+    float* y_rows = y + b * y_sb + (c0 + i0) * y_st + head * y_sh + col0;
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            const int col = nt * 8 + 2 * t;
-            if (col >= p) break;
+    for (int nt = 0; nt < NT; ++nt) {
+        const int col = nt * 8 + 2 * t;
+        if (col >= pc) break;
 #pragma unroll
-            for (int half = 0; half < 2; ++half) {
-                const int row = wr0 + g + 8 * half;
-                if (row < rows) {
-                    const float y0 = fmaf(Dh, to_float(xs[row * ld_x + col]), acc[nt].v[2 * half]);
-                    const float y1 = fmaf(Dh, to_float(xs[row * ld_x + col + 1]), acc[nt].v[2 * half + 1]);
-                    *reinterpret_cast<float2*>(y_rows + row * y_st + col) = make_float2(y0, y1);
-                }
+        for (int half = 0; half < 2; ++half) {
+            const int row = wr0 + g + 8 * half;
+            if (row < rows) {
+                float2 xv;
+                if constexpr (mma::is_16bit<T>)
+                    xv = mma::unpack2<T>(*reinterpret_cast<const std::uint32_t*>(x_own + row * ld_x + col));
+                else
+                    xv = make_float2(x_own[row * ld_x + col], x_own[row * ld_x + col + 1]);
+                *reinterpret_cast<float2*>(y_rows + row * y_st + col) =
+                    make_float2(fmaf(Dh, xv.x, acc[nt].v[2 * half]), fmaf(Dh, xv.y, acc[nt].v[2 * half + 1]));
             }
         }
-        __syncthreads();  // l2s, dts, the state and X tiles are rewritten for the next head
     }
 }
 
@@ -639,19 +715,29 @@ inline void check_supported(const mixer_config& cfg, index_t headdim, index_t ds
 
 inline index_t chunks_of(index_t tokens, index_t chunk) { return tokens <= 0 ? 0 : (tokens + chunk - 1) / chunk; }
 
-// The chunk scratch for up to `seqlen` tokens (the same layout for scratch_bytes and run).
-inline chunk_scratch take_chunk_scratch(workspace_arena& arena, const mixer_config& cfg, index_t batch, index_t seqlen) {
-    const auto nchunks = static_cast<std::size_t>(std::max<index_t>(1, chunks_of(seqlen, cfg.chunk_size)));
-    const auto bh = static_cast<std::size_t>(batch * cfg.nheads());
-    chunk_scratch s;
-    s.states = arena.take<float>(bh * nchunks * static_cast<std::size_t>(cfg.headdim * cfg.d_state));
-    s.decay = arena.take<float>(bh * nchunks);
+// The chunk scratch for up to `seqlen` tokens (the same layout for scratch_bytes and run). The
+// converter needs only the chunk states and decays; the scan also the entering states and decays
+// per token.
+template <class T, class Policy>
+chunk_scratch<T> take_chunk_scratch(workspace_arena& arena, const mixer_config& cfg, index_t batch, index_t seqlen,
+                                    bool for_scan) {
+    const auto chunks = static_cast<std::size_t>(batch * cfg.nheads() * std::max<index_t>(1, chunks_of(seqlen, cfg.chunk_size)));
+    const auto state_size = static_cast<std::size_t>(cfg.headdim * cfg.d_state);
+    chunk_scratch<T> s{};
+    s.states = arena.take<float>(chunks * state_size);
+    s.decay = arena.take<float>(chunks);
+    if (for_scan) {
+        s.entering = arena.take<entering_t<T>>(chunks * state_size);
+        s.cum = arena.take<float>(chunks * Policy::max_chunk);
+        s.dtc = arena.take<float>(chunks * Policy::max_chunk);
+    }
     return s;
 }
 
-inline std::size_t chunk_scratch_bytes(const mixer_config& cfg, index_t batch, index_t seqlen) {
+template <class T, class Policy = default_policy>
+std::size_t chunk_scratch_bytes(const mixer_config& cfg, index_t batch, index_t seqlen, bool for_scan) {
     workspace_arena measure;
-    take_chunk_scratch(measure, cfg, batch, seqlen);
+    take_chunk_scratch<T, Policy>(measure, cfg, batch, seqlen, for_scan);
     return measure.used();
 }
 
@@ -679,6 +765,7 @@ operands<T> make_operands(const mixer_config& cfg, const ssm_inputs<T>& in, inde
     expect_shape(in.dt, "dt", {batch, L, h});
     expect_shape(state, "state", {batch, h, p, n});
     expect_contiguous(state, "state");
+    require(reinterpret_cast<std::uintptr_t>(state.data()) % 16 == 0, who, " (CUDA): the state must be 16-byte aligned");
     require(0 <= t_begin && t_begin <= t_end && t_end <= L, who, ": token span [", t_begin, ", ", t_end,
             ") is not inside [0, ", L, "]");
     require(batch <= 65535, who, " (CUDA): batch = ", batch, " exceeds 65535");
@@ -718,65 +805,57 @@ operands<T> make_operands(const mixer_config& cfg, const ssm_inputs<T>& in, inde
     return op;
 }
 
+template <class Kernel>
+void allow_shared_memory(Kernel kernel, std::size_t bytes, const char* name) {
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)), name);
+}
+
 // (1) over the operands' span.
 template <class T, class Policy>
-void launch_chunk_state(const cuda_context& ctx, const operands<T>& op, chunk_scratch scratch) {
+void launch_chunk_state(const cuda_context& ctx, const operands<T>& op, const chunk_scratch<T>& scratch) {
     using P = typename Policy::chunk_state;
+    constexpr std::size_t smem = chunk_state_layout<T, Policy>::bytes;
+    const auto kernel = chunk_state_kernel<T, Policy>;
+    allow_shared_memory(kernel, smem, "cudaFuncSetAttribute (chunk_state_kernel shared memory)");
     const int tiles = ((op.headdim + P::tile_m - 1) / P::tile_m) * ((op.dstate + P::tile_n - 1) / P::tile_n);
     const dim3 grid(static_cast<unsigned>(op.batch * op.nheads * tiles), static_cast<unsigned>(op.nchunks));
-    chunk_state_kernel<T, Policy><<<grid, P::threads, 0, ctx.stream>>>(op, scratch);
+    kernel<<<grid, P::threads, smem, ctx.stream>>>(op, scratch);
     check_launch("ssd chunk_state_kernel");
 }
 
-// (2): the state entering each chunk (when write_chunk_states) and the final state into `state`.
-template <class Policy>
-void launch_state_passing(const cuda_context& ctx, chunk_scratch scratch, float* state, int batch, int nheads,
-                          int nchunks, index_t state_size, bool write_chunk_states) {
+// (2): the state entering each chunk (when scratch.entering is set) and the final state into `state`.
+template <class T, class Policy>
+void launch_state_passing(const cuda_context& ctx, const chunk_scratch<T>& scratch, float* state, int batch,
+                          int nheads, int nchunks, index_t state_size) {
     using P = typename Policy::state_passing;
-    static_assert(P::vec % 4 == 0);
+    static_assert(P::vec % 8 == 0);
     const index_t vectors = index_t(batch) * nheads * (state_size / P::vec);
     const auto launch = [&](auto width) {
         constexpr int W = decltype(width)::value;
         constexpr int groups = P::threads / W;
         const auto blocks = static_cast<unsigned>((vectors + groups - 1) / groups);
-        state_passing_kernel<W, Policy><<<blocks, P::threads, 0, ctx.stream>>>(scratch, state, nchunks, state_size,
-                                                                               vectors, write_chunk_states);
+        state_passing_kernel<T, W, Policy><<<blocks, P::threads, 0, ctx.stream>>>(scratch, state, nchunks, state_size,
+                                                                                  vectors);
         check_launch("ssd state_passing_kernel");
     };
     if (nchunks <= P::short_width) launch(std::integral_constant<int, P::short_width>{});
     else launch(std::integral_constant<int, P::long_width>{});
 }
 
-// Heads per chunk_scan block: the largest divisor of the group size within the policy's limit.
-template <class Policy>
-int heads_per_block(int heads_per_group) {
-    for (int k = std::min(heads_per_group, Policy::chunk_scan::max_heads_per_block); k > 1; --k)
-        if (heads_per_group % k == 0) return k;
-    return 1;
-}
-
-template <class T, int PMax, class Policy>
-void launch_chunk_scan_tile(const cuda_context& ctx, const operands<T>& op, const float* entering,
-                            tensor_view<float, 4> y) {
-    using P = typename Policy::chunk_scan;
-    const chunk_scan_layout<T, PMax, Policy> layout(op.chunk, op.dstate);
-    const auto kernel = chunk_scan_kernel<T, PMax, Policy>;
-    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(layout.bytes)),
-               "cudaFuncSetAttribute (chunk_scan_kernel shared memory)");
-    const int hb = heads_per_block<Policy>(op.heads_per_group);
-    const int qtiles = (op.chunk + P::tile_rows - 1) / P::tile_rows;
-    const dim3 grid(static_cast<unsigned>(qtiles * (op.nheads / hb)), static_cast<unsigned>(op.nchunks),
-                    static_cast<unsigned>(op.batch));
-    kernel<<<grid, P::threads, layout.bytes, ctx.stream>>>(op, entering, y.data(), y.stride(0), y.stride(1), y.stride(2),
-                                                           hb);
-    check_launch("ssd chunk_scan_kernel");
-}
-
 // (3) over the operands' span, reading the states entering each chunk.
 template <class T, class Policy>
-void launch_chunk_scan(const cuda_context& ctx, const operands<T>& op, const float* entering, tensor_view<float, 4> y) {
-    if (op.headdim <= 64) launch_chunk_scan_tile<T, 64, Policy>(ctx, op, entering, y);
-    else launch_chunk_scan_tile<T, 128, Policy>(ctx, op, entering, y);
+void launch_chunk_scan(const cuda_context& ctx, const operands<T>& op, const chunk_scratch<T>& scratch,
+                       tensor_view<float, 4> y) {
+    using P = typename Policy::chunk_scan;
+    const chunk_scan_layout<T, Policy> layout(op.dstate);
+    const auto kernel = chunk_scan_kernel<T, Policy>;
+    allow_shared_memory(kernel, layout.bytes, "cudaFuncSetAttribute (chunk_scan_kernel shared memory)");
+    const int qtiles = (op.chunk + P::tile_rows - 1) / P::tile_rows;
+    const int col_tiles = (op.headdim + P::tile_cols - 1) / P::tile_cols;
+    const dim3 grid(static_cast<unsigned>(qtiles * col_tiles * op.nheads), static_cast<unsigned>(op.nchunks),
+                    static_cast<unsigned>(op.batch));
+    kernel<<<grid, P::threads, layout.bytes, ctx.stream>>>(op, scratch, y.data(), y.stride(0), y.stride(1), y.stride(2));
+    check_launch("ssd chunk_scan_kernel");
 }
 
 }  // namespace transmamba::kernels::cuda::ssd

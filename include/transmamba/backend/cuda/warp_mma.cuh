@@ -66,6 +66,18 @@ __device__ __forceinline__ std::uint32_t pack2(float lo, float hi) {
     return r;
 }
 
+// The two 16-bit values of a packed register as floats (low half first).
+template <class T>
+__device__ __forceinline__ float2 unpack2(std::uint32_t r) {
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        return make_float2(__uint_as_float(r << 16), __uint_as_float(r & 0xffff0000u));
+    } else {
+        __half2 h;
+        *reinterpret_cast<std::uint32_t*>(&h) = r;
+        return __half22float2(h);
+    }
+}
+
 __device__ __forceinline__ std::uint32_t to_tf32(float v) {
     std::uint32_t r;
     asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
