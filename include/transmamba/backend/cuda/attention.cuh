@@ -11,11 +11,14 @@
 //   per key tile, every warp computes a 16 x (key_tile / s_key_warps) piece of S = Q K^T with Q
 //   held in registers; the CTA exchanges row maxima through shared memory, each warp writes its
 //   piece of P = exp(S - m) to shared memory, and every warp then multiplies the whole P tile by
-//   its own block of V columns (ldmatrix.trans), so no score is computed twice within a CTA. K and V
-//   tiles are double-buffered with cp.async. Three CTA barriers per key tile.
-// float32: a plain SIMT kernel (float32 products and sums; matches the float64 oracle to ~1e-6).
+//   its own block of V columns (ldmatrix.trans), so no score is computed twice within a CTA.
+//   The loop is software-pipelined (S of tile j+1 is interleaved with P V of tile j), two CTA
+//   barriers per key tile, K and V double-buffered with cp.async 1.5 tiles ahead, and O is
+//   rescaled only when a row's running max grows by more than 2^8 (see softmax_step).
+// float32: a plain SIMT kernel (float32 products and sums; matches the float64 oracle to ~1e-7).
 // RoPE (rotate-half) is applied by a small pass that writes rotated copies of C and B, in the
 // storage type, to the scratch space; the attention kernels are the same for every variant.
+// Measured figures and what bounds them: bench/cuda/attention.md.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -42,16 +45,19 @@ template <int ValueCols>
 struct cuda_attention_tuning;
 
 // 8 warps, 64 queries x 512 value columns per CTA: the O tile (64 x 512 floats) fills half of the
-// register file, as FA2's two CTAs of 128 x 128 do, so one CTA runs per SM.
+// register file, as FA2's two CTAs of 128 x 128 do, so one CTA runs per SM (255 registers, 194 KB
+// of shared memory). A 32-key tile measured 13% slower (more barriers and rescales per key).
 template <>
 struct cuda_attention_tuning<512> {
     static constexpr int value_cols = 512;
     static constexpr int warps = 8;
     static constexpr int query_tile = 64;
-    static constexpr int key_tile = 32;
+    static constexpr int key_tile = 64;
     static constexpr int pv_row_tiles = 2;  // 16-row tiles of O per warp (2 x 4 warps over 64 x 512)
     static constexpr int min_blocks_per_sm = 1;
 };
+// 4 heads of 64 (g = 8 of 32 heads). Measured for g = 1 too (8 slices of 256 instead of 4 of 512):
+// 1.19 ms against 0.92 ms at L = 4096, the scores recomputed twice as often.
 template <>
 struct cuda_attention_tuning<256> {
     static constexpr int value_cols = 256;
@@ -61,6 +67,7 @@ struct cuda_attention_tuning<256> {
     static constexpr int pv_row_tiles = 2;
     static constexpr int min_blocks_per_sm = 1;
 };
+// Narrow groups: small O tiles, two CTAs per SM (128 registers).
 template <>
 struct cuda_attention_tuning<128> {
     static constexpr int value_cols = 128;
@@ -80,6 +87,13 @@ struct cuda_attention_tuning<64> {
     static constexpr int min_blocks_per_sm = 2;
 };
 
+// CTA order (attention_tile): the keys and values of the slices of one wave take at most this share
+// of the L2. Measured against one wave of all slices (heaviest tile first over the whole grid):
+// 5-14% faster for g = 8 and g = 32 and for g = 1 at L = 16384, 5% slower for g = 1 at L <= 4096.
+struct cuda_attention_schedule {
+    static constexpr double l2_share = 0.5;
+};
+
 // The float32 SIMT kernel.
 struct cuda_attention_simt_tuning {
     static constexpr int threads = 256;
@@ -89,7 +103,9 @@ struct cuda_attention_simt_tuning {
     static constexpr int threads_per_row = threads / query_tile;  // 8
 };
 
-namespace kernels::cuda {
+// The prefill attention kernels and their building blocks (the nested namespace keeps these names
+// apart from the other kernels' helpers in kernels::cuda).
+namespace kernels::cuda::prefill {
 
 // What one attention launch reads and writes. Strides in elements. Q rows of group grp start at
 // q + b*q_batch + t*q_row + grp*q_group (likewise K); the V columns of group grp are the
@@ -107,27 +123,38 @@ struct attention_args {
     const float* D = nullptr;  // (h), or nullptr: no D * x skip
     index_t prefix = 0;
     int batch = 0, groups = 0, group_cols = 0, headdim = 0, state = 0;
-    int query_tiles = 0, col_chunks = 0;
+    int query_tiles = 0, col_chunks = 0, slices_per_wave = 1;
     float scale = 0;  // softmax scale (SIMT kernel)
     float scale_log2 = 0;  // scale * log2(e) (tensor-core kernel: exp2 of pre-scaled scores)
 };
 
-// Which (batch, group, column chunk, query tile) a CTA takes: the heaviest query tiles (last ones,
-// causal) are handed out first so that the short ones fill the tail of the grid.
+// Which (batch, group, column chunk, query tile) a CTA takes. A slice is one (batch, group, column
+// chunk); slices go in waves of `slices_per_wave`, few enough that their keys and values stay in L2
+// while the wave runs, and within a wave the query tiles go heaviest (last, causal) first, the
+// wave's slices interleaved, so that the short tiles fill the tail. (Heaviest first over the whole
+// grid streams every slice's keys and values at once, more than L2 holds, from DRAM; one slice
+// after another leaves the last slice's heavy tiles for the end.)
 struct attention_tile {
     int b, grp, chunk, tile;
+    __host__ __device__ static attention_tile of(int bid, int query_tiles, int col_chunks, int groups, int batch,
+                                                 int slices_per_wave) {
+        const int slices = col_chunks * groups * batch;
+        const int per_wave = slices_per_wave * query_tiles;
+        const int first = bid / per_wave * slices_per_wave;
+        const int in_wave = slices - first < slices_per_wave ? slices - first : slices_per_wave;
+        const int r = bid % per_wave;
+        attention_tile t;
+        t.tile = query_tiles - 1 - r / in_wave;
+        int slice = first + r % in_wave;
+        t.chunk = slice % col_chunks;
+        slice /= col_chunks;
+        t.grp = slice % groups;
+        t.b = slice / groups;
+        return t;
+    }
     template <class T>
     __device__ static attention_tile of_block(const attention_args<T>& a) {
-        const int per_tile = a.col_chunks * a.groups * a.batch;
-        const int bid = static_cast<int>(blockIdx.x);
-        attention_tile t;
-        t.tile = a.query_tiles - 1 - bid / per_tile;
-        int rest = bid % per_tile;
-        t.chunk = rest % a.col_chunks;
-        rest /= a.col_chunks;
-        t.grp = rest % a.groups;
-        t.b = rest / a.groups;
-        return t;
+        return of(static_cast<int>(blockIdx.x), a.query_tiles, a.col_chunks, a.groups, a.batch, a.slices_per_wave);
     }
 };
 
@@ -141,7 +168,11 @@ __device__ inline void cp_async_16(unsigned dst, const void* src, bool valid) {
                  "r"(valid ? 16 : 0));
 }
 __device__ inline void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ inline void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+// Waits until at most `Pending` of this thread's most recent groups are still in flight.
+template <int Pending>
+__device__ inline void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending) : "memory");
+}
 
 // Four 8x8 matrices of 16-bit elements; `addr` is a shared-space address (see smem_address).
 __device__ inline void ldmatrix_x4(std::uint32_t (&r)[4], unsigned addr) {
@@ -170,6 +201,13 @@ __device__ inline void mma_16816(float (&c)[4], const std::uint32_t (&a)[4], std
             : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
     }
+}
+
+// 2^x on the special-function unit (about 2 ulp; 2^-inf = 0); the softmax needs no denormals.
+__device__ inline float exp2_approx(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
 }
 
 // Two floats as one register of two T (lo in the low half).
@@ -209,7 +247,14 @@ __device__ inline void load_tile_async(unsigned dst, const T* src, index_t row_s
     }
 }
 
-// The tensor-core kernel. See the header comment; the per-tile steps are marked [A] [B] [C].
+// The tensor-core kernel. Software-pipelined over key tiles j, two CTA barriers per tile:
+//   phase 1 (after X_j): O += P_j V_j, interleaved with S_{j+1} = Q K_{j+1}^T and its partial row
+//                        maxima (independent work: the scores' mma chain hides behind P V)
+//   Y_j:                 partial maxima visible; V_j and K_{j+1} are consumed, so V_{j+2} and K_{j+3}
+//                        start loading into their buffers (cp.async, 1.5 tiles ahead of use)
+//   phase 2:             row maxima, P_{j+1} = exp(S_{j+1} - m) into shared memory, O rescaled
+//                        (only when a row's max grew by more than 2^8: see softmax_step)
+//   X_{j+1}:             P_{j+1}, V_{j+1}, K_{j+2} visible
 template <class T, int N, class Tuning>
 __global__ void __launch_bounds__(Tuning::warps * 32, Tuning::min_blocks_per_sm)
     attention_mma_kernel(const attention_args<T> a) {
@@ -229,14 +274,17 @@ __global__ void __launch_bounds__(Tuning::warps * 32, Tuning::min_blocks_per_sm)
     static_assert(N % 16 == 0 && BR % 16 == 0 && BC % 16 == 0);
     static_assert(Tuning::warps % s_row_warps == 0 && s_keys % 16 == 0, "S partition: whole 16-key pieces");
     static_assert(Tuning::warps % pv_row_warps == 0 && warp_cols % 16 == 0, "O partition: whole 16-column pieces");
+    // k-steps of the two products.
+    constexpr int s_steps = N / 16, pv_steps = BC / 16;
     // Shared-memory row pitches (elements), each an odd number of 16-byte units.
     constexpr int QP = N + 8, VP = VC + 8, PP = BC + 8;
+    constexpr unsigned E = sizeof(T);
 
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T* sQ = reinterpret_cast<T*>(smem_raw);  // BR x QP
-    T* sK = sQ + BR * QP;                    // 2 stages of BC x QP
-    T* sV = sK + 2 * BC * QP;                // 2 stages of BC x VP
-    T* sP = sV + 2 * BC * VP;                // BR x PP: P of the current key tile, in T
+    T* sK = sQ + BR * QP;                    // 2 buffers of BC x QP
+    T* sV = sK + 2 * BC * QP;                // 2 buffers of BC x VP
+    T* sP = sV + 2 * BC * VP;                // BR x PP: P of one key tile, in T
     float* row_max = reinterpret_cast<float*>(sP + BR * PP);  // s_key_warps x BR partial maxima
     float* row_sum = row_max + s_key_warps * BR;               // s_key_warps x BR partial sums (end)
 
@@ -260,7 +308,6 @@ __global__ void __launch_bounds__(Tuning::warps * 32, Tuning::min_blocks_per_sm)
     // A operands (Q, P; rows x k): lane -> row lane % 16, k-half lane / 16.
     // B from K (keys x states, not transposed): lane -> key (lane & 7) + 8 * (lane / 16), state-half (lane / 8) & 1.
     // B from V (keys x columns, transposed): lane -> key (lane & 7) + 8 * ((lane / 8) & 1), column-half lane / 16.
-    constexpr unsigned E = sizeof(T);
     const unsigned q_addr = smem_address(sQ) + E * ((rs * 16 + (lane & 15)) * QP + (lane >> 4) * 8);
     const unsigned k_addr =
         smem_address(sK) + E * ((kh * s_keys + (lane & 7) + ((lane >> 4) << 3)) * QP + ((lane >> 3) & 1) * 8);
@@ -268,22 +315,24 @@ __global__ void __launch_bounds__(Tuning::warps * 32, Tuning::min_blocks_per_sm)
         smem_address(sV) + E * (((lane & 7) + ((lane >> 3) & 1) * 8) * VP + cb * warp_cols + (lane >> 4) * 8);
     const unsigned p_addr = smem_address(sP) + E * ((rp * 16 * MT + (lane & 15)) * PP + (lane >> 4) * 8);
 
-    auto load_kv = [&](int j) {
+    auto load_k = [&](int j) {  // K_j into buffer j % 2
         const index_t k0 = index_t(j) * BC;
         const int keys_valid = static_cast<int>(std::min<index_t>(BC, a.prefix - k0));
-        load_tile_async<BC, N, threads>(smem_address(sK) + (j & 1) * unsigned(sizeof(T) * BC * QP), gK + k0 * a.k_row,
-                                        a.k_row, keys_valid, N);
-        load_tile_async<BC, VC, threads>(smem_address(sV) + (j & 1) * unsigned(sizeof(T) * BC * VP),
-                                         gV + k0 * a.v_row, a.v_row, keys_valid, cols_valid);
+        load_tile_async<BC, N, threads>(smem_address(sK) + (j & 1) * (E * BC * QP), gK + k0 * a.k_row, a.k_row,
+                                        keys_valid, N);
     };
-    load_tile_async<BR, N, threads>(smem_address(sQ), gQ, a.q_row, rows_valid, N);
-    load_kv(0);
-    cp_async_commit();
+    auto load_v = [&](int j) {  // V_j into buffer j % 2
+        const index_t k0 = index_t(j) * BC;
+        const int keys_valid = static_cast<int>(std::min<index_t>(BC, a.prefix - k0));
+        load_tile_async<BC, VC, threads>(smem_address(sV) + (j & 1) * (E * BC * VP), gV + k0 * a.v_row, a.v_row,
+                                         keys_valid, cols_valid);
+    };
 
-    std::uint32_t q_frag[N / 16][4];   // this warp's 16 query rows, all of d_state, as mma A fragments
-    float m_s[2] = {-INFINITY, -INFINITY};  // running max of the S rows (scaled, log2 units)
+    std::uint32_t q_frag[s_steps][4];       // this warp's 16 query rows, all of d_state, as mma A fragments
+    float s[s_ntiles][4];                   // this warp's piece of S of the next key tile
+    float m_s[2] = {-INFINITY, -INFINITY};  // reference max of the S rows (scaled, log2 units)
     float l_s[2] = {0.f, 0.f};              // running sum over this warp's keys (quad-partial)
-    float m_o[MT][2];                       // running max of the O rows
+    float m_o[MT][2];                       // reference max of the O rows
     float o[MT][pv_ntiles][4];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
@@ -292,37 +341,25 @@ __global__ void __launch_bounds__(Tuning::warps * 32, Tuning::min_blocks_per_sm)
         for (int nt = 0; nt < pv_ntiles; ++nt) o[mt][nt][0] = o[mt][nt][1] = o[mt][nt][2] = o[mt][nt][3] = 0.f;
     }
 
-    for (int j = 0; j < key_tiles; ++j) {
-        cp_async_wait_all();
-        __syncthreads();  // [A] tile j is in shared memory; every warp is done with tile j-1
-        if (j + 1 < key_tiles) {
-            load_kv(j + 1);
-            cp_async_commit();
-        }
-        if (j == 0) {
-#pragma unroll
-            for (int kk = 0; kk < N / 16; ++kk) ldmatrix_x4(q_frag[kk], q_addr + E * kk * 16);
-        }
-        const unsigned tK = k_addr + (j & 1) * (E * BC * QP);
-        const unsigned tV = v_addr + (j & 1) * (E * BC * VP);
-        const index_t k0 = index_t(j) * BC;
-
-        // S piece: 16 rows x s_keys keys.
-        float s[s_ntiles][4];
+    // S piece of key tile j: zero, k-steps [ks0, ks1) accumulated, then scale + mask + row maxima.
+    auto scores_zero = [&] {
 #pragma unroll
         for (int nt = 0; nt < s_ntiles; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+    };
+    auto scores_step = [&](int j, int ks) {
+        const unsigned tK = k_addr + (j & 1) * (E * BC * QP) + E * ks * 16;
 #pragma unroll
-        for (int kk = 0; kk < N / 16; ++kk) {
-#pragma unroll
-            for (int np = 0; np < s_ntiles / 2; ++np) {
-                std::uint32_t kf[4];
-                ldmatrix_x4(kf, tK + E * (np * 16 * QP + kk * 16));
-                mma_16816<T>(s[2 * np], q_frag[kk], kf[0], kf[1]);
-                mma_16816<T>(s[2 * np + 1], q_frag[kk], kf[2], kf[3]);
-            }
+        for (int np = 0; np < s_ntiles / 2; ++np) {
+            std::uint32_t kf[4];
+            ldmatrix_x4(kf, tK + E * np * 16 * QP);
+            mma_16816<T>(s[2 * np], q_frag[ks], kf[0], kf[1]);
+            mma_16816<T>(s[2 * np + 1], q_frag[ks], kf[2], kf[3]);
         }
-        // Scale (log2 units, so exp2 below is exp), causal mask on the tiles that cross the diagonal.
-        // Key k0 + key_local is visible to query q0 + row_local iff key_local + k0 - q0 <= row_local.
+    };
+    auto scores_finish = [&](int j) {
+        // Scale (log2 units, so exp2 below is exp), causal mask on the tiles that cross the diagonal:
+        // key k0 + key_local is visible to query q0 + row_local iff key_local + k0 - q0 <= row_local.
+        const index_t k0 = index_t(j) * BC;
         const bool diagonal = k0 + BC - 1 > q0;
         const int shift = static_cast<int>(k0 - q0) + kh * s_keys + quad_col - (rs * 16 + quad_row);
 #pragma unroll
@@ -347,31 +384,35 @@ __global__ void __launch_bounds__(Tuning::warps * 32, Tuning::min_blocks_per_sm)
             row_max[kh * BR + rs * 16 + quad_row] = mx[0];
             row_max[kh * BR + rs * 16 + quad_row + 8] = mx[1];
         }
-        __syncthreads();  // [B] the partial maxima of every key piece are visible
-
-        // New row maxima. Key 0 is in tile 0 and visible to every row, so they are finite from tile
-        // 0 on, and exp2(-inf - finite) = 0 handles the first rescale.
-        auto tile_max = [&](int row, float old) {
-            float m = old;
+    };
+    // After the partial maxima are visible: the rows' reference maxima, P into shared memory, O
+    // rescaled. The reference max of a row moves only when the tile's max exceeds it by more than
+    // max_slack (log2 units), so P <= 2^max_slack and most tiles skip the O rescale (the result
+    // O / l does not depend on the reference, as long as O and l share it: the S and O roles of a
+    // row take the same decisions from the same maxima). Key 0 is in tile 0 and visible to every
+    // row, so the reference is finite from tile 0 on; exp2(-inf - finite) = 0 is the first rescale.
+    constexpr float max_slack = 8.f;
+    auto tile_max = [&](int row, float old) {
+        float m = old;
 #pragma unroll
-            for (int w = 0; w < s_key_warps; ++w) m = fmaxf(m, row_max[w * BR + row]);
-            return m;
-        };
+        for (int w = 0; w < s_key_warps; ++w) m = fmaxf(m, row_max[w * BR + row]);
+        return m;
+    };
+    auto softmax_step = [&] {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-            const float m_new = tile_max(rs * 16 + quad_row + h * 8, m_s[h]);
-            const float alpha = exp2f(m_s[h] - m_new);
-            m_s[h] = m_new;
-            float sum = 0.f;
+            const float m_tile = tile_max(rs * 16 + quad_row + h * 8, m_s[h]);
+            if (m_tile > m_s[h] + max_slack) {
+                l_s[h] *= exp2_approx(m_s[h] - m_tile);
+                m_s[h] = m_tile;
+            }
 #pragma unroll
             for (int nt = 0; nt < s_ntiles; ++nt) {
-                s[nt][2 * h] = exp2f(s[nt][2 * h] - m_new);
-                s[nt][2 * h + 1] = exp2f(s[nt][2 * h + 1] - m_new);
-                sum += s[nt][2 * h] + s[nt][2 * h + 1];
+                s[nt][2 * h] = exp2_approx(s[nt][2 * h] - m_s[h]);
+                s[nt][2 * h + 1] = exp2_approx(s[nt][2 * h + 1] - m_s[h]);
+                l_s[h] += s[nt][2 * h] + s[nt][2 * h + 1];
             }
-            l_s[h] = l_s[h] * alpha + sum;
         }
-        // P piece to shared memory, in T (the PV product's A operand).
 #pragma unroll
         for (int nt = 0; nt < s_ntiles; ++nt)
 #pragma unroll
@@ -379,40 +420,109 @@ __global__ void __launch_bounds__(Tuning::warps * 32, Tuning::min_blocks_per_sm)
                 T* dst = sP + (rs * 16 + quad_row + h * 8) * PP + kh * s_keys + nt * 8 + quad_col;
                 *reinterpret_cast<std::uint32_t*>(dst) = pack2<T>(s[nt][2 * h], s[nt][2 * h + 1]);
             }
-        // Rescale O by exp(m_old - m_new) of its rows.
+        float alpha[MT][2];
+        bool moved = false;
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
-                const float m_new = tile_max(rp * 16 * MT + mt * 16 + quad_row + h * 8, m_o[mt][h]);
-                const float alpha = exp2f(m_o[mt][h] - m_new);
-                m_o[mt][h] = m_new;
-#pragma unroll
-                for (int nt = 0; nt < pv_ntiles; ++nt) {
-                    o[mt][nt][2 * h] *= alpha;
-                    o[mt][nt][2 * h + 1] *= alpha;
+                const float m_tile = tile_max(rp * 16 * MT + mt * 16 + quad_row + h * 8, m_o[mt][h]);
+                alpha[mt][h] = 1.f;
+                if (m_tile > m_o[mt][h] + max_slack) {
+                    alpha[mt][h] = exp2_approx(m_o[mt][h] - m_tile);
+                    m_o[mt][h] = m_tile;
+                    moved = true;
                 }
             }
-        __syncthreads();  // [C] the whole P tile is in shared memory
-
-        // O (rows of rp, columns of cb) += P (rows of rp, all BC keys) V (all keys, columns of cb).
+        if (__any_sync(0xffffffffu, moved)) {
 #pragma unroll
-        for (int kk = 0; kk < BC / 16; ++kk) {
-            std::uint32_t pf[MT][4];
+            for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-            for (int mt = 0; mt < MT; ++mt) ldmatrix_x4(pf[mt], p_addr + E * (mt * 16 * PP + kk * 16));
+                for (int nt = 0; nt < pv_ntiles; ++nt) {
+                    o[mt][nt][0] *= alpha[mt][0];
+                    o[mt][nt][1] *= alpha[mt][0];
+                    o[mt][nt][2] *= alpha[mt][1];
+                    o[mt][nt][3] *= alpha[mt][1];
+                }
+        }
+    };
+    // Phase 1: O (rows of rp, columns of cb) += P_j (rows of rp) V_j (columns of cb), and when
+    // WithScores, S_{j+1} with it: the score units (one K ldmatrix, two mma) are spread evenly
+    // between the P V units (one V ldmatrix, 2*MT mma) in one basic block, so that the scores'
+    // dependent mma chain issues between independent P V mma instead of stalling.
+    constexpr int pv_units = pv_steps * (pv_ntiles / 2), s_units = s_steps * (s_ntiles / 2);
+    auto phase1 = [&](int j, auto with_scores) {
+        constexpr bool WithScores = decltype(with_scores)::value;
+        const unsigned tV = v_addr + (j & 1) * (E * BC * VP);
+        const unsigned tK = k_addr + ((j + 1) & 1) * (E * BC * QP);
+        if constexpr (WithScores) {
 #pragma unroll
-            for (int np = 0; np < pv_ntiles / 2; ++np) {
-                std::uint32_t vf[4];
-                ldmatrix_x4_trans(vf, tV + E * (kk * 16 * VP + np * 16));
+            for (int nt = 0; nt < s_ntiles; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+        }
+        std::uint32_t pf[MT][4];
 #pragma unroll
-                for (int mt = 0; mt < MT; ++mt) {
-                    mma_16816<T>(o[mt][2 * np], pf[mt], vf[0], vf[1]);
-                    mma_16816<T>(o[mt][2 * np + 1], pf[mt], vf[2], vf[3]);
+        for (int u = 0; u < pv_units; ++u) {
+            const int kk = u / (pv_ntiles / 2), np = u % (pv_ntiles / 2);
+            if (np == 0) {
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) ldmatrix_x4(pf[mt], p_addr + E * (mt * 16 * PP + kk * 16));
+            }
+            std::uint32_t vf[4];
+            ldmatrix_x4_trans(vf, tV + E * (kk * 16 * VP + np * 16));
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                mma_16816<T>(o[mt][2 * np], pf[mt], vf[0], vf[1]);
+                mma_16816<T>(o[mt][2 * np + 1], pf[mt], vf[2], vf[3]);
+            }
+            if constexpr (WithScores) {
+#pragma unroll
+                for (int us = u * s_units / pv_units; us < (u + 1) * s_units / pv_units; ++us) {
+                    const int ks = us / (s_ntiles / 2), sp = us % (s_ntiles / 2);
+                    std::uint32_t kf[4];
+                    ldmatrix_x4(kf, tK + E * (sp * 16 * QP + ks * 16));
+                    mma_16816<T>(s[2 * sp], q_frag[ks], kf[0], kf[1]);
+                    mma_16816<T>(s[2 * sp + 1], q_frag[ks], kf[2], kf[3]);
                 }
             }
         }
+    };
+
+    // Prologue: Q, K_0, V_0, K_1 (group 0), V_1 (group 1); S_0; K_2 (group 2); P_0.
+    load_tile_async<BR, N, threads>(smem_address(sQ), gQ, a.q_row, rows_valid, N);
+    load_k(0);
+    load_v(0);
+    if (key_tiles > 1) load_k(1);
+    cp_async_commit();
+    if (key_tiles > 1) load_v(1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+#pragma unroll
+    for (int ks = 0; ks < s_steps; ++ks) ldmatrix_x4(q_frag[ks], q_addr + E * ks * 16);
+    scores_zero();
+#pragma unroll
+    for (int ks = 0; ks < s_steps; ++ks) scores_step(0, ks);
+    scores_finish(0);
+    __syncthreads();  // Y_{-1}: K_0 consumed, partial maxima of tile 0 visible
+    if (key_tiles > 2) load_k(2);
+    cp_async_commit();
+    softmax_step();
+    cp_async_wait<1>();
+    __syncthreads();  // X_0
+
+    for (int j = 0; j + 1 < key_tiles; ++j) {
+        phase1(j, std::true_type{});
+        scores_finish(j + 1);
+        __syncthreads();  // Y_j
+        if (j + 2 < key_tiles) load_v(j + 2);
+        if (j + 3 < key_tiles) load_k(j + 3);
+        cp_async_commit();
+        softmax_step();
+        cp_async_wait<1>();  // all but the group just issued: V_{j+1}, K_{j+2}
+        __syncthreads();     // X_{j+1}
     }
+    phase1(key_tiles - 1, std::false_type{});
+    cp_async_wait<0>();
 
     // Row sums: each S warp holds its key pieces' sums, partial over the quad.
 #pragma unroll
@@ -578,7 +688,7 @@ __global__ void rope_rotate_kernel(const T* __restrict__ C, const T* __restrict_
     }
 }
 
-}  // namespace kernels::cuda
+}  // namespace kernels::cuda::prefill
 
 template <attention_policy Variant>
 struct attention_kernel<Variant, cuda> {
@@ -645,14 +755,15 @@ struct attention_kernel<Variant, cuda> {
         workspace_arena arena(span);
         const auto s = layout<T>(arena, cfg, batch, prefix);
         namespace k = kernels::cuda;
-        k::attention_args<T> a;
+        namespace kp = kernels::cuda::prefill;
+        kp::attention_args<T> a;
         a.q = in.C.data();
         a.q_batch = in.C.stride(0), a.q_row = in.C.stride(1), a.q_group = in.C.stride(2);
         a.k = in.B.data();
         a.k_batch = in.B.stride(0), a.k_row = in.B.stride(1), a.k_group = in.B.stride(2);
         if constexpr (Variant::position::rotary) {
             const index_t rows = batch * prefix * g * (n / 2);
-            k::rope_rotate_kernel<T><<<k::blocks_for(static_cast<std::size_t>(rows), 256), 256, 0, ctx.stream>>>(
+            kp::rope_rotate_kernel<T><<<k::blocks_for(static_cast<std::size_t>(rows), 256), 256, 0, ctx.stream>>>(
                 in.C.data(), in.B.data(), in.C.stride(0), in.C.stride(1), in.C.stride(2), batch, prefix,
                 static_cast<int>(g), static_cast<int>(n), static_cast<double>(Variant::position::theta), s.rotated_c,
                 s.rotated_b);
@@ -699,8 +810,22 @@ struct attention_kernel<Variant, cuda> {
     }
 
 private:
+    // Slices per wave (see attention_tile): as many as fit in l2_share of this device's L2, given
+    // the bytes of keys and values one slice reads.
+    template <class T>
+    static int slices_per_wave(const kernels::cuda::prefill::attention_args<T>& a, std::size_t slice_bytes) {
+        int device = 0, l2 = 0;
+        kernels::cuda::check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+        kernels::cuda::check_cuda(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device),
+                                  "cudaDeviceGetAttribute (L2 size)");
+        const auto budget = static_cast<std::size_t>(cuda_attention_schedule::l2_share * l2);
+        const std::size_t slices = std::size_t(a.col_chunks) * a.groups * a.batch;
+        const std::size_t fit = slice_bytes > 0 ? budget / slice_bytes : slices;
+        return static_cast<int>(std::clamp<std::size_t>(fit, 1, slices));
+    }
+
     template <class T, int N>
-    static void launch_mma(const cuda_context& ctx, kernels::cuda::attention_args<T>& a) {
+    static void launch_mma(const cuda_context& ctx, kernels::cuda::prefill::attention_args<T>& a) {
         switch (value_width(a.group_cols, N)) {
             case 512: launch_mma_tuned<T, N, cuda_attention_tuning<512>>(ctx, a); break;
             case 256: launch_mma_tuned<T, N, cuda_attention_tuning<256>>(ctx, a); break;
@@ -710,8 +835,9 @@ private:
     }
 
     template <class T, int N, class Tuning>
-    static void launch_mma_tuned(const cuda_context& ctx, kernels::cuda::attention_args<T>& a) {
+    static void launch_mma_tuned(const cuda_context& ctx, kernels::cuda::prefill::attention_args<T>& a) {
         namespace k = kernels::cuda;
+        namespace kp = kernels::cuda::prefill;
         constexpr int BR = Tuning::query_tile, BC = Tuning::key_tile, VC = Tuning::value_cols;
         constexpr int s_key_warps = Tuning::warps / (BR / 16);
         constexpr std::size_t smem = sizeof(T) * (std::size_t(BR) * (N + 8) + 2 * std::size_t(BC) * (N + 8) +
@@ -719,26 +845,29 @@ private:
                                      sizeof(float) * 2 * s_key_warps * BR;
         a.query_tiles = static_cast<int>((a.prefix + BR - 1) / BR);
         a.col_chunks = (a.group_cols + VC - 1) / VC;
+        a.slices_per_wave = slices_per_wave(a, std::size_t(a.prefix) * (N + VC) * sizeof(T));
         const auto blocks = std::size_t(a.query_tiles) * a.col_chunks * a.groups * a.batch;
         require(blocks < (std::size_t(1) << 31), "attention: too many tiles for one launch");
-        auto kernel = k::attention_mma_kernel<T, N, Tuning>;
+        auto kernel = kp::attention_mma_kernel<T, N, Tuning>;
         k::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
                       "cudaFuncSetAttribute (attention_mma_kernel shared memory)");
         kernel<<<static_cast<unsigned>(blocks), Tuning::warps * 32, smem, ctx.stream>>>(a);
         k::check_launch("attention_mma_kernel");
     }
 
-    static void launch_simt(const cuda_context& ctx, kernels::cuda::attention_args<float>& a) {
+    static void launch_simt(const cuda_context& ctx, kernels::cuda::prefill::attention_args<float>& a) {
         namespace k = kernels::cuda;
+        namespace kp = kernels::cuda::prefill;
         using tuning = cuda_attention_simt_tuning;
         a.query_tiles = static_cast<int>((a.prefix + tuning::query_tile - 1) / tuning::query_tile);
         a.col_chunks = (a.group_cols + tuning::value_cols - 1) / tuning::value_cols;
+        a.slices_per_wave = slices_per_wave(a, std::size_t(a.prefix) * (a.state + tuning::value_cols) * sizeof(float));
         const std::size_t smem = sizeof(float) * (std::size_t(tuning::query_tile + tuning::key_tile) * (a.state + 1) +
                                                   tuning::key_tile * tuning::value_cols +
                                                   tuning::query_tile * (tuning::key_tile + 1));
         const auto blocks = std::size_t(a.query_tiles) * a.col_chunks * a.groups * a.batch;
         require(blocks < (std::size_t(1) << 31), "attention: too many tiles for one launch");
-        auto kernel = k::attention_simt_kernel<tuning>;
+        auto kernel = kp::attention_simt_kernel<tuning>;
         k::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
                       "cudaFuncSetAttribute (attention_simt_kernel shared memory)");
         kernel<<<static_cast<unsigned>(blocks), tuning::threads, smem, ctx.stream>>>(a);
