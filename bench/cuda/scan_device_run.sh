@@ -50,7 +50,7 @@ except Exception as e:
     print("no peer json:", e); peer = {}
 print(f"{'shape':30s} {'ours ms':>8s} {'k1/k2/k3 ms':>18s} {'GB/s':>6s} {'TFLOP/s':>7s} {'xfloor':>6s} {'triton eager':>12s} {'graph':>7s} {'ours/graph':>10s}")
 for name, b in ours.items():
-    key = name.replace("fp32_3xtf32", "fp32").replace("fp32_tf32", "fp32")
+    key = name.replace("fp32_3xtf32", "fp32").replace("fp32_tf32", "fp32").replace("_chunk128", "")
     p = peer.get(key, {})
     g = p.get("graph_ms")
     ratio = f"{b['median_ms'] / g:10.2f}" if g else f"{'-':>10s}"

@@ -8,7 +8,7 @@
 //   (2) state_passing: the states entering every chunk, S_in(c+1) = decay_c S_in(c) + s_c from the
 //                      initial state, as a scan over chunks with the associative operator
 //                      (a1, s1) . (a2, s2) = (a1 a2, a2 s1 + s2) (cub::WarpScan); writes the final state.
-//   (3) chunk_scan:    per (b, chunk, head, 64 query rows, 64 headdim columns):
+//   (3) chunk_scan:    per (b, chunk, head, 64 headdim columns), query tiles of 64 rows in turn:
 //                      y = (L o C B^T o dt) X + diag(exp(l)) C S_in^T + D x,  L_ij = exp(l_i - l_j), j <= i,
 //                      flash-attention style: C B^T of a key tile in registers, masked, times X.
 // The converter is (1) + (2) over the prefix [0, P), keeping only the final state.
@@ -177,35 +177,30 @@ __device__ __forceinline__ void copy_floats_async(float* dst, const float* src, 
     for (int v = threadIdx.x; v < count / 4; v += Threads) cp_async16(dst + 4 * v, src + 4 * v, true);
 }
 
-// Two B fragments (16 tokens x 8 states each) of diag(w) B from a tile stored B[token][state], w
-// indexed by token: 16-bit storage gives hi and lo parts (lo used when Split), float keeps the
-// product exact in fp32 and splits it into tf32 hi + lo in the fragment.
+// The A fragment (16 channels x k_step tokens) of X^T diag(w) from a tile stored X[token][channel],
+// w indexed by token: 16-bit storage gives hi and lo parts (lo filled when Split), float keeps the
+// product in fp32 and splits it into tf32 hi + lo in the fragment.
 template <class T, bool Split>
-__device__ __forceinline__ void load_b2_kn_scaled(mma::frag_b<T> (&hi)[2], mma::frag_b<T> (&lo)[2], const T* tile,
-                                                  int ld, int n0, int k0, const float* w) {
+__device__ __forceinline__ void load_a_km_scaled(mma::frag_a<T>& hi, mma::frag_a<T>& lo, const T* tile, int ld, int m0,
+                                                 int k0, const float* w) {
     if constexpr (mma::is_16bit<T>) {
-        mma::load_b2_kn(hi, tile, ld, n0, k0);
+        mma::load_a_km(hi, tile, ld, m0, k0);
         const int t = mma::lane_id() & 3;
-        const float2 w01 = *reinterpret_cast<const float2*>(w + k0 + 2 * t);
-        const float2 w89 = *reinterpret_cast<const float2*>(w + k0 + 2 * t + 8);
+        const float2 w01 = *reinterpret_cast<const float2*>(w + k0 + 2 * t);      // tokens of registers 0, 1
+        const float2 w89 = *reinterpret_cast<const float2*>(w + k0 + 2 * t + 8);  // tokens of registers 2, 3
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-#pragma unroll
-            for (int i = 0; i < 2; ++i) {
-                const float2 s = i == 0 ? w01 : w89;
-                const float2 v = mma::unpack2<T>(hi[h].hi[i]);
-                const float v0 = v.x * s.x, v1 = v.y * s.y;
-                hi[h].hi[i] = mma::pack2<T>(v0, v1);
-                if constexpr (Split) {
-                    const float2 r = mma::unpack2<T>(hi[h].hi[i]);
-                    lo[h].hi[i] = mma::pack2<T>(v0 - r.x, v1 - r.y);
-                }
+        for (int i = 0; i < 4; ++i) {
+            const float2 s = i < 2 ? w01 : w89;
+            const float2 v = mma::unpack2<T>(hi.hi[i]);
+            const float v0 = v.x * s.x, v1 = v.y * s.y;
+            hi.hi[i] = mma::pack2<T>(v0, v1);
+            if constexpr (Split) {
+                const float2 r = mma::unpack2<T>(hi.hi[i]);
+                lo.hi[i] = mma::pack2<T>(v0 - r.x, v1 - r.y);
             }
         }
     } else {
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-            mma::make_b(hi[h], [&](int k, int n) { return tile[(k0 + k) * ld + n0 + 8 * h + n] * w[k0 + k]; });
+        mma::make_a(hi, [&](int r, int c) { return tile[(k0 + c) * ld + m0 + r] * w[k0 + c]; });
     }
 }
 
@@ -322,18 +317,18 @@ __global__ void __launch_bounds__(Policy::chunk_state::threads, 1)
         const T* bt = bs(stage);
         const int steps = min(TK, q - j0);
         for (int k0 = 0; k0 < steps; k0 += K) {
-            mma::frag_a<T> a;
-            mma::load_a_km(a, xt, ld_x, warp * 16, k0);
+            mma::frag_a<T> a, a_lo;
+            load_a_km_scaled<T, split>(a, a_lo, xt, ld_x, warp * 16, k0, weight + j0);
 #pragma unroll
             for (int nt = 0; nt < TN / 16; ++nt) {
                 if (s0 + nt * 16 >= n) break;
-                mma::frag_b<T> hi[2], lo[2];
-                load_b2_kn_scaled<T, split>(hi, lo, bt, ld_b, nt * 16, k0, weight + j0);
-                mma::mma<T, Policy::float_mode>(acc[2 * nt], a, hi[0]);
-                mma::mma<T, Policy::float_mode>(acc[2 * nt + 1], a, hi[1]);
+                mma::frag_b<T> bf[2];
+                mma::load_b2_kn(bf, bt, ld_b, nt * 16, k0);
+                mma::mma<T, Policy::float_mode>(acc[2 * nt], a, bf[0]);
+                mma::mma<T, Policy::float_mode>(acc[2 * nt + 1], a, bf[1]);
                 if constexpr (split) {
-                    mma::mma<T>(acc[2 * nt], a, lo[0]);
-                    mma::mma<T>(acc[2 * nt + 1], a, lo[1]);
+                    mma::mma<T>(acc[2 * nt], a_lo, bf[0]);
+                    mma::mma<T>(acc[2 * nt + 1], a_lo, bf[1]);
                 }
             }
         }
@@ -469,7 +464,7 @@ __global__ void __launch_bounds__(Policy::state_passing::threads)
 // ------------------------------------------------------------------------------------------------
 
 // Shared-memory layout of chunk_scan_kernel, in one place for the host (size) and the kernel:
-// C tile [rows][ld_n] | entering state [cols][ld_n] | l2, dt [max_chunk] | 2 stages of
+// entering state [cols][ld_n] | l2, dt [max_chunk] | 2 C tiles [rows][ld_n] | 2 stages of
 // {B [tile_k][ld_n], X [tile_k][ld_x]} | float storage: the masked mixing tile of each warp.
 template <class T, class Policy>
 struct chunk_scan_layout {
@@ -478,14 +473,15 @@ struct chunk_scan_layout {
     static constexpr int ld_x = PMax + pad_rows_contiguous_mn<T>;
     static constexpr int ld_m = P::tile_k + 4;  // float: A fragments read at (row g, col t)
     int ld_n;
-    std::size_t off_s, off_l2, off_dt, off_stage, b_bytes, stage_bytes, off_m, bytes;
+    std::size_t off_l2, off_dt, off_c, c_bytes, off_stage, b_bytes, stage_bytes, off_m, bytes;
 
     __host__ __device__ chunk_scan_layout(int dstate) {
         ld_n = dstate + pad_rows_contiguous_k<T>;
-        off_s = round_up16(sizeof(T) * std::size_t(P::tile_rows) * ld_n);
-        off_l2 = off_s + round_up16(sizeof(entering_t<T>) * std::size_t(PMax) * ld_n);
+        off_l2 = round_up16(sizeof(entering_t<T>) * std::size_t(PMax) * ld_n);
         off_dt = off_l2 + round_up16(sizeof(float) * Policy::max_chunk);
-        off_stage = off_dt + round_up16(sizeof(float) * Policy::max_chunk);
+        off_c = off_dt + round_up16(sizeof(float) * Policy::max_chunk);
+        c_bytes = round_up16(sizeof(T) * std::size_t(P::tile_rows) * ld_n);
+        off_stage = off_c + 2 * c_bytes;
         b_bytes = round_up16(sizeof(T) * std::size_t(P::tile_k) * ld_n);
         stage_bytes = b_bytes + round_up16(sizeof(T) * std::size_t(P::tile_k) * ld_x);
         off_m = off_stage + 2 * stage_bytes;
@@ -493,10 +489,13 @@ struct chunk_scan_layout {
     }
 };
 
-// One block per (64 query rows, 64 headdim columns, head, chunk, b), four warps of 16 rows. The carried-state product
-// first, then over the key tiles (2 stages in flight): C B^T for the warp's rows in registers,
-// masked and decayed there, and multiplied by X. 16-bit storage reuses the accumulator registers
-// as the A fragments of that product; float storage passes them through shared memory.
+// One block per (64 headdim columns, head, chunk, b), four warps of 16 rows, walking the chunk's
+// query tiles qt = 0, 1, ... and for each the key tiles jt = 0 .. qt, one flat sequence of steps
+// with the next step's tiles in flight (cp.async, 2 stages). The entering state and the decays
+// are loaded once per block. At the first key tile of a query tile, the carried-state product;
+// at every key tile, C B^T for the warp's 16 rows in registers, masked and decayed there, times X;
+// at the last, D x and the store. 16-bit storage reuses the accumulator registers as the A
+// fragments of the product with X; float storage passes them through shared memory.
 template <class T, class Policy>
 __global__ void __launch_bounds__(Policy::chunk_scan::threads, 1)
     chunk_scan_kernel(operands<T> op, chunk_scratch<T> scratch, float* y, index_t y_sb, index_t y_st, index_t y_sh) {
@@ -513,100 +512,104 @@ __global__ void __launch_bounds__(Policy::chunk_scan::threads, 1)
     unsigned char* smem = reinterpret_cast<unsigned char*>(scan_smem);
     const layout_t L(op.dstate);
     const int ld_n = L.ld_n;
-    T* cs = reinterpret_cast<T*>(smem);
-    entering_t<T>* ss = reinterpret_cast<entering_t<T>*>(smem + L.off_s);
+    entering_t<T>* ss = reinterpret_cast<entering_t<T>*>(smem);
     float* l2s = reinterpret_cast<float*>(smem + L.off_l2);
     float* dts = reinterpret_cast<float*>(smem + L.off_dt);
+    const auto cs = [&](int qt) { return reinterpret_cast<T*>(smem + L.off_c + (qt & 1) * L.c_bytes); };
     const auto bs = [&](int stage) { return reinterpret_cast<T*>(smem + L.off_stage + stage * L.stage_bytes); };
     const auto xs = [&](int stage) {
         return reinterpret_cast<T*>(smem + L.off_stage + stage * L.stage_bytes + L.b_bytes);
     };
 
     const int p = op.headdim, n = op.dstate, Q = op.chunk;
-    const int n_qtiles = (Q + TR - 1) / TR;
     const int col_tiles = (p + PMax - 1) / PMax;
-    const int qtile = static_cast<int>(blockIdx.x) % n_qtiles, rest = static_cast<int>(blockIdx.x) / n_qtiles;
-    const int col0 = (rest % col_tiles) * PMax, head = rest / col_tiles;
+    const int col0 = (static_cast<int>(blockIdx.x) % col_tiles) * PMax, head = static_cast<int>(blockIdx.x) / col_tiles;
     const int pc = min(PMax, p - col0);  // this block's headdim columns [col0, col0 + pc)
     const int chunk = blockIdx.y, b = blockIdx.z;
     const index_t c0 = op.t_begin + index_t(chunk) * Q;
     const int q = static_cast<int>(min(index_t(Q), op.t_end - c0));
-    const int i0 = qtile * TR;
-    if (i0 >= q) return;
-    const int rows = min(TR, q - i0);
-    const int jend = i0 + rows;  // keys j < jend are visible to this tile
+    const int nq = (q + TR - 1) / TR;  // query tiles of this chunk
     const int grp = head / op.heads_per_group;
     const int warp = static_cast<int>(threadIdx.x >> 5), g = mma::lane_id() >> 2, t = mma::lane_id() & 3;
-    const int wr0 = warp * 16;           // the warp's first row in the tile
-    const int last_key = i0 + wr0 + 15;  // no key after it is visible to the warp's rows
+    const int wr0 = warp * 16;  // the warp's first row in a query tile
     const index_t ci = (index_t(b) * op.nheads + head) * op.nchunks + chunk;
 
     const T* b_chunk = op.B + b * op.b_sb + c0 * op.b_st + grp * op.b_sg;
+    const T* c_chunk = op.C + b * op.c_sb + c0 * op.c_st + grp * op.c_sg;
     const T* x_chunk = op.x + b * op.x_sb + c0 * op.x_st + head * op.x_sh + col0;
-    const auto issue = [&](int stage, int j0) {
-        const int valid = min(TK, q - j0);
+    const auto issue_keys = [&](int stage, int jt) {
+        const int j0 = jt * TK, valid = min(TK, q - j0);
         load_tile_async<threads>(bs(stage), ld_n, b_chunk + j0 * op.b_st, op.b_st, TK, n, valid, n, op.vec_ok);
         load_tile_async<threads>(xs(stage), ld_x, x_chunk + j0 * op.x_st, op.x_st, TK, PMax, valid, pc, op.vec_ok);
     };
+    const auto issue_queries = [&](int qt) {
+        const int i0 = qt * TR;
+        load_tile_async<threads>(cs(qt), ld_n, c_chunk + i0 * op.c_st, op.c_st, TR, n, min(TR, q - i0), n, op.vec_ok);
+    };
 
-    // Group 0: this tile's C rows, the state entering the chunk, the decays; group 1: key tile 0.
-    load_tile_async<threads>(cs, ld_n, op.C + b * op.c_sb + (c0 + i0) * op.c_st + grp * op.c_sg, op.c_st, TR, n, rows,
-                             n, op.vec_ok);
+    // Step 0's group also holds what the whole block reads: the entering state and the decays.
     load_tile_async<threads>(ss, ld_n, scratch.entering + ci * p * n + index_t(col0) * n, n, PMax, n, pc, n, true);
-    copy_floats_async<threads>(l2s, scratch.cum + ci * Policy::max_chunk, round_up(jend, 4));
-    copy_floats_async<threads>(dts, scratch.dtc + ci * Policy::max_chunk, round_up(jend, 4));
+    copy_floats_async<threads>(l2s, scratch.cum + ci * Policy::max_chunk, round_up(q, 4));
+    copy_floats_async<threads>(dts, scratch.dtc + ci * Policy::max_chunk, round_up(q, 4));
+    issue_queries(0);
+    issue_keys(0, 0);
     cp_async_commit();
-    issue(0, 0);
-    cp_async_commit();
-    cp_async_wait<1>();
-    __syncthreads();
 
-    // Carried state: acc = C S_in^T, row i then scaled by exp(l_i).
     mma::frag_c acc[NT];
-#pragma unroll
-    for (int i = 0; i < NT; ++i) mma::zero(acc[i]);
-    for (int k0 = 0; k0 < n; k0 += K) {
-        mma::frag_a<T> a;
-        mma::load_a_mk(a, cs, ld_n, wr0, k0);
-#pragma unroll
-        for (int nt = 0; nt < NT / 2; ++nt) {
-            if (nt * 16 >= pc) break;
-            mma::frag_b<T> bf[2];
-            mma::load_b2_nk(bf, ss, ld_n, nt * 16, k0);
-            mma::mma<T, fmode>(acc[2 * nt], a, bf[0]);
-            mma::mma<T, fmode>(acc[2 * nt + 1], a, bf[1]);
+    int qt = 0, jt = 0;
+    for (int step = 0;; ++step) {
+        // The next step's tiles: the next key tile, and the next query tile's C when it starts one.
+        const bool next_query = jt == qt;
+        const int nqt = next_query ? qt + 1 : qt, njt = next_query ? 0 : jt + 1;
+        const bool has_next = nqt < nq;
+        if (has_next) {
+            issue_keys((step + 1) & 1, njt);
+            if (next_query) issue_queries(nqt);
         }
-    }
-    const int ia = i0 + wr0 + g, ib = ia + 8;  // the thread's two rows, chunk-relative
-    const float la = l2s[min(ia, jend - 1)], lb = l2s[min(ib, jend - 1)];
-    {
-        const float ea = exp2f(la), eb = exp2f(lb);
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            acc[nt].v[0] *= ea;
-            acc[nt].v[1] *= ea;
-            acc[nt].v[2] *= eb;
-            acc[nt].v[3] *= eb;
-        }
-    }
-
-    // Within the chunk: acc += M X, M_ij = (C_i . B_j) exp(l_i - l_j) dt_j for j <= i.
-    const int njt = qtile + 1;  // key tiles 0 .. qtile (TR == TK)
-    for (int jt = 0; jt < njt; ++jt) {
-        const int j0 = jt * TK, stage = jt & 1;
-        if (jt + 1 < njt) issue(stage ^ 1, j0 + TK);
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
-        const T* bt = bs(stage);
-        const T* xt = xs(stage);
 
+        const T* ct = cs(qt);
+        const T* bt = bs(step & 1);
+        const T* xt = xs(step & 1);
+        const int i0 = qt * TR, rows = min(TR, q - i0), jend = i0 + rows, j0 = jt * TK;
+        const int last_key = i0 + wr0 + 15;        // no key after it is visible to the warp's rows
+        const int ia = i0 + wr0 + g, ib = ia + 8;  // the thread's two rows, chunk-relative
+        const float la = l2s[min(ia, jend - 1)], lb = l2s[min(ib, jend - 1)];
+
+        if (jt == 0) {  // carried state: acc = C S_in^T, row i scaled by exp(l_i)
+#pragma unroll
+            for (int i = 0; i < NT; ++i) mma::zero(acc[i]);
+            for (int k0 = 0; k0 < n; k0 += K) {
+                mma::frag_a<T> a;
+                mma::load_a_mk(a, ct, ld_n, wr0, k0);
+#pragma unroll
+                for (int nt = 0; nt < NT / 2; ++nt) {
+                    if (nt * 16 >= pc) break;
+                    mma::frag_b<T> bf[2];
+                    mma::load_b2_nk(bf, ss, ld_n, nt * 16, k0);
+                    mma::mma<T, fmode>(acc[2 * nt], a, bf[0]);
+                    mma::mma<T, fmode>(acc[2 * nt + 1], a, bf[1]);
+                }
+            }
+            const float ea = exp2f(la), eb = exp2f(lb);
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+                acc[nt].v[0] *= ea;
+                acc[nt].v[1] *= ea;
+                acc[nt].v[2] *= eb;
+                acc[nt].v[3] *= eb;
+            }
+        }
+
+        // Within the chunk: acc += M X, M_ij = (C_i . B_j) exp(l_i - l_j) dt_j for j <= i.
         mma::frag_c m[TK / 8];
 #pragma unroll
         for (int i = 0; i < TK / 8; ++i) mma::zero(m[i]);
         for (int k0 = 0; k0 < n; k0 += K) {
             mma::frag_a<T> a;
-            mma::load_a_mk(a, cs, ld_n, wr0, k0);
+            mma::load_a_mk(a, ct, ld_n, wr0, k0);
 #pragma unroll
             for (int nt = 0; nt < TK / 16; ++nt) {
                 if (j0 + nt * 16 > last_key) break;
@@ -669,32 +672,35 @@ __global__ void __launch_bounds__(Policy::chunk_scan::threads, 1)
                     mma::mma<T, fmode>(acc[2 * nt + 1], a, bf[1]);
                 }
             }
-            __syncwarp();  // mw is rewritten at the next key tile
+            __syncwarp();  // mw is rewritten at the next step
         }
-        if (jt + 1 < njt) __syncthreads();  // the stage is refilled next; the last one stays for D x
-    }
 
-    // Skip term and store. The last key tile holds this tile's own rows (TR == TK).
-    const T* x_own = xs((njt - 1) & 1);
-    const float Dh = op.D[head];
-    float* y_rows = y + b * y_sb + (c0 + i0) * y_st + head * y_sh + col0;
+        if (jt == qt) {  // the query tile is complete: skip term (this key tile holds its own rows) and store
+            const float Dh = op.D[head];
+            float* y_rows = y + b * y_sb + (c0 + i0) * y_st + head * y_sh + col0;
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-        const int col = nt * 8 + 2 * t;
-        if (col >= pc) break;
+            for (int nt = 0; nt < NT; ++nt) {
+                const int col = nt * 8 + 2 * t;
+                if (col >= pc) break;
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-            const int row = wr0 + g + 8 * half;
-            if (row < rows) {
-                float2 xv;
-                if constexpr (mma::is_16bit<T>)
-                    xv = mma::unpack2<T>(*reinterpret_cast<const std::uint32_t*>(x_own + row * ld_x + col));
-                else
-                    xv = make_float2(x_own[row * ld_x + col], x_own[row * ld_x + col + 1]);
-                *reinterpret_cast<float2*>(y_rows + row * y_st + col) =
-                    make_float2(fmaf(Dh, xv.x, acc[nt].v[2 * half]), fmaf(Dh, xv.y, acc[nt].v[2 * half + 1]));
+                for (int half = 0; half < 2; ++half) {
+                    const int row = wr0 + g + 8 * half;
+                    if (row < rows) {
+                        float2 xv;
+                        if constexpr (mma::is_16bit<T>)
+                            xv = mma::unpack2<T>(*reinterpret_cast<const std::uint32_t*>(xt + row * ld_x + col));
+                        else
+                            xv = make_float2(xt[row * ld_x + col], xt[row * ld_x + col + 1]);
+                        *reinterpret_cast<float2*>(y_rows + row * y_st + col) =
+                            make_float2(fmaf(Dh, xv.x, acc[nt].v[2 * half]), fmaf(Dh, xv.y, acc[nt].v[2 * half + 1]));
+                    }
+                }
             }
         }
+        if (!has_next) break;
+        __syncthreads();  // this stage (and, at a query tile's end, its C tile) is refilled next
+        qt = nqt;
+        jt = njt;
     }
 }
 
@@ -850,9 +856,8 @@ void launch_chunk_scan(const cuda_context& ctx, const operands<T>& op, const chu
     const chunk_scan_layout<T, Policy> layout(op.dstate);
     const auto kernel = chunk_scan_kernel<T, Policy>;
     allow_shared_memory(kernel, layout.bytes, "cudaFuncSetAttribute (chunk_scan_kernel shared memory)");
-    const int qtiles = (op.chunk + P::tile_rows - 1) / P::tile_rows;
     const int col_tiles = (op.headdim + P::tile_cols - 1) / P::tile_cols;
-    const dim3 grid(static_cast<unsigned>(qtiles * col_tiles * op.nheads), static_cast<unsigned>(op.nchunks),
+    const dim3 grid(static_cast<unsigned>(col_tiles * op.nheads), static_cast<unsigned>(op.nchunks),
                     static_cast<unsigned>(op.batch));
     kernel<<<grid, P::threads, layout.bytes, ctx.stream>>>(op, scratch, y.data(), y.stride(0), y.stride(1), y.stride(2));
     check_launch("ssd chunk_scan_kernel");
