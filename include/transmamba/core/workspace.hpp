@@ -21,7 +21,9 @@ public:
 
     // Measuring mode: take() returns nullptr and only counts.
     workspace_arena() = default;
-    explicit workspace_arena(workspace_span span) : base_(span.data), capacity_(span.bytes), measuring_(false) {}
+    // Over a caller's span, whatever its address: the start is aligned first (align_span), which
+    // the slack in used() pays for, so every piece taken is aligned in memory.
+    explicit workspace_arena(workspace_span span);
 
     template <class T>
     T* take(std::size_t count) {
@@ -50,6 +52,12 @@ inline workspace_span align_span(workspace_span span) {
     const std::size_t pad = (workspace_arena::alignment - addr % workspace_arena::alignment) % workspace_arena::alignment;
     if (span.data == nullptr || pad > span.bytes) return {span.data, 0};
     return {span.data + pad, span.bytes - pad};
+}
+
+inline workspace_arena::workspace_arena(workspace_span span) : measuring_(false) {
+    const workspace_span aligned = align_span(span);
+    base_ = aligned.data;
+    capacity_ = aligned.bytes;
 }
 
 }  // namespace transmamba
