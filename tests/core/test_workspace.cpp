@@ -86,20 +86,34 @@ TEST_CASE("workspace_arena: a span of the measured size holds the layout at any 
     }
 }
 
-TEST_CASE("workspace_arena: without align_span offsets are aligned relative to the base") {
-    std::vector<std::byte> storage(4096);
-    workspace_arena real(workspace_span{storage.data() + 3, 4000});
-    const pieces p = layout(real);
-    const auto off = offsets(p, storage.data() + 3);
-    for (std::size_t o : off) CHECK(o % align == 0);
+TEST_CASE("workspace_arena: over a misaligned span it aligns the base itself") {
+    // A caller may hand any byte buffer to a forward pass; the arena must not give out misaligned
+    // float/double pointers from it (undefined behaviour, caught by UBSan).
+    workspace_arena measure;
+    layout(measure);
+    alignas(256) static std::byte storage[8192];
+    for (std::size_t shift : {std::size_t(1), std::size_t(3), std::size_t(64), align - 1}) {
+        CAPTURE(shift);
+        workspace_arena real(workspace_span{storage + shift, measure.used()});
+        pieces p{};
+        REQUIRE_NOTHROW(p = layout(real));
+        CHECK(aligned(p.a));
+        CHECK(aligned(p.b));
+        CHECK(aligned(p.e));
+        CHECK(static_cast<void*>(p.a) == static_cast<void*>(storage + align));  // the first aligned address
+        CHECK(static_cast<void*>(p.e + 257) <= static_cast<void*>(storage + shift + measure.used()));
+    }
 }
 
 TEST_CASE("workspace_arena: a span too small is reported with both sizes") {
-    std::vector<std::byte> storage(2000);
-    workspace_arena real(workspace_span{storage.data(), 2000});
+    alignas(256) static std::byte storage[2000];
+    workspace_arena real(workspace_span{storage, 2000});
     // 0..12, 256..392, 512..513, 768..1768 fit; the int16 piece at 1792 needs 2306 bytes
     CHECK_THROWS_WITH_AS(layout(real), doctest::Contains("workspace too small: needs at least 2306 bytes, has 2000"),
                          transmamba::error);
+    // a misaligned span loses its padding: 1999 bytes from storage + 1 hold 1744 aligned ones
+    workspace_arena shifted(workspace_span{storage + 1, 1999});
+    CHECK_THROWS_WITH_AS(layout(shifted), doctest::Contains("needs at least 1768 bytes, has 1744"), transmamba::error);
     // an empty span fails at the first non-empty piece
     workspace_arena none(workspace_span{});
     CHECK_THROWS_WITH_AS(none.take<float>(1), doctest::Contains("workspace too small"), transmamba::error);
