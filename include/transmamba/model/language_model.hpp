@@ -1,0 +1,245 @@
+#pragma once
+// A causal language model (SPEC.md section 7): token embeddings, the stack of blocks of
+// block/stack.hpp (which ends with the final RMSNorm norm_f), and an LM head, tied to the embeddings
+// when the config says so.
+//
+//   hidden = embeddings[input_ids]                         embedding_kernel<B>::gather
+//   hidden = norm_f(blocks(hidden))                        stack<T, B, Pattern>::forward
+//   logits = hidden * W^T, W = lm_head or the embeddings   backend_traits<B>::gemm_nt
+//
+// Parameters carry the names transformers gives Mamba2ForCausalLM ("backbone.embeddings.weight",
+// "backbone.layers.{i}.mixer.in_proj.weight", ..., "backbone.norm_f.weight", "lm_head.weight"), so
+// io/checkpoint.hpp loads and saves them by walking for_each_parameter.
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "transmamba/backend/embedding.hpp"
+#include "transmamba/backend/traits.hpp"
+#include "transmamba/block/block.hpp"
+#include "transmamba/block/stack.hpp"
+#include "transmamba/core/error.hpp"
+#include "transmamba/core/numeric.hpp"
+#include "transmamba/core/tensor_view.hpp"
+#include "transmamba/core/workspace.hpp"
+#include "transmamba/policy/transpoint.hpp"
+
+namespace transmamba {
+
+struct language_model_config {
+    model_config backbone;          // mixer sizes, num_layers (repeats of the layer pattern), d_ff
+    index_t vocab_size = 0;
+    bool tie_word_embeddings = true;  // the LM head reuses the embedding matrix
+
+    void validate() const {
+        backbone.validate();
+        require(vocab_size > 0, "language_model_config.vocab_size must be positive, got ", vocab_size);
+    }
+};
+
+template <class T, class Backend, class Pattern = mamba2_pattern>
+class language_model {
+public:
+    using value_type = T;
+    using backend = Backend;
+    using pattern = Pattern;
+    using stack_type = stack<T, Backend, Pattern>;
+    using logits_type = compute_t<T>;  // float for float and the 16-bit types, double for double
+    using traits = backend_traits<Backend>;
+    using context = typename traits::context;
+    using buffer = typename traits::template buffer<T>;
+
+    explicit language_model(const language_model_config& cfg) : config_(validated(cfg)), backbone_(cfg.backbone) {
+        const auto n = static_cast<std::size_t>(cfg.vocab_size * d_model());
+        embeddings_.resize(n);
+        if (!cfg.tie_word_embeddings) lm_head_.resize(n);
+    }
+
+    const language_model_config& config() const { return config_; }
+    index_t vocab_size() const { return config_.vocab_size; }
+    index_t d_model() const { return config_.backbone.mixer.d_model; }
+    bool tied() const { return config_.tie_word_embeddings; }
+    // How many layers take a TransPoint: the layer indices a TransPoint policy is asked about.
+    index_t num_transpoint_layers() const { return backbone_.num_transpoint_layers(); }
+
+    const stack_type& backbone() const { return backbone_; }
+    stack_type& backbone() {
+        checked_ = false;
+        return backbone_;
+    }
+    // (vocab_size, d_model)
+    const buffer& embeddings() const { return embeddings_; }
+    buffer& embeddings() {
+        checked_ = false;
+        return embeddings_;
+    }
+    // (vocab_size, d_model): the embeddings when tied.
+    const buffer& lm_head() const { return tied() ? embeddings_ : lm_head_; }
+    buffer& lm_head() {
+        checked_ = false;
+        return tied() ? embeddings_ : lm_head_;
+    }
+
+    // Every parameter as (checkpoint name, buffer, shape), in the order transformers lists them; the
+    // LM head only when it is not tied.
+    template <class F>
+    void for_each_parameter(F&& f) {
+        checked_ = false;
+        const index_t V = vocab_size(), d = d_model();
+        f(std::string("backbone.embeddings.weight"), embeddings_, std::vector<index_t>{V, d});
+        backbone_.for_each_parameter([&](std::string_view name, auto& buf, const std::vector<index_t>& shape) {
+            f("backbone." + std::string(name), buf, shape);
+        });
+        if (!tied()) f(std::string("lm_head.weight"), lm_head_, std::vector<index_t>{V, d});
+    }
+    // The same walk, read-only. (stack offers a mutable walk only; visiting changes nothing but the
+    // mixers' "check the weights again" flags.)
+    template <class F>
+    void for_each_parameter(F&& f) const {
+        auto& self = const_cast<language_model&>(*this);
+        const bool was_checked = checked_;
+        self.for_each_parameter([&](const std::string& name, auto& buf, const std::vector<index_t>& shape) {
+            f(name, std::as_const(buf), shape);
+        });
+        checked_ = was_checked;
+    }
+
+    std::size_t workspace_bytes(index_t batch, index_t L) const {
+        workspace_arena measure;
+        layout(measure, batch, L);
+        return measure.used();
+    }
+
+    // Throws naming the first token id outside [0, vocab_size) and its position. input_ids is host
+    // memory on every backend.
+    void check_token_ids(tensor_view<const std::int64_t, 2> input_ids) const {
+        for (index_t b = 0; b < input_ids.extent(0); ++b)
+            for (index_t t = 0; t < input_ids.extent(1); ++t) {
+                const std::int64_t id = input_ids(b, t);
+                require(id >= 0 && id < vocab_size(), "token id ", id, " at position (batch ", b, ", token ", t,
+                        ") of 'input_ids' is out of range [0, ", vocab_size(), ")");
+            }
+    }
+
+    // logits (batch, L, vocab) for input_ids (batch, L), the TransMamba layer i running at
+    // P = resolve_transpoint(policy, i, L). input_ids is host memory (token ids come from the host on
+    // every backend); logits and the workspace are in the backend's memory. Everything is checked
+    // before logits is written.
+    template <transpoint_policy Policy>
+    void forward(tensor_view<const std::int64_t, 2> input_ids, tensor_view<logits_type, 3> logits, const Policy& policy,
+                 workspace_span ws, const context& ctx = {}) const {
+        const index_t batch = input_ids.extent(0), L = input_ids.extent(1), rows = batch * L, d = d_model();
+        require(batch > 0 && L > 0, "tensor 'input_ids' is empty: shape ", shape_string(input_ids.shape()));
+        expect_contiguous(input_ids, "input_ids");
+        expect_shape(logits, "logits", {batch, L, vocab_size()});
+        expect_contiguous(logits, "logits");
+        check_token_ids(input_ids);
+        require(ws.bytes >= workspace_bytes(batch, L), "workspace too small for the language model: has ", ws.bytes,
+                " bytes, needs ", workspace_bytes(batch, L));
+        for (index_t i = 0; i < num_transpoint_layers(); ++i) (void)resolve_transpoint(policy, i, L);
+        check_weights(ctx);
+
+        workspace_arena arena(ws);
+        const auto b = layout(arena, batch, L);
+        traits::copy_from_host(input_ids.data(), b.ids, static_cast<std::size_t>(rows), ctx);
+        embed(ctx, rows, b.ids, b.embedded);
+        backbone_.forward(tensor_view<const T, 3>(b.embedded, {batch, L, d}), tensor_view<T, 3>(b.hidden, {batch, L, d}),
+                          policy, b.inner, ctx);
+        project(ctx, rows, b.hidden, logits.data());
+    }
+
+    // Convenience: grows `ws` as needed.
+    template <transpoint_policy Policy>
+    void forward(tensor_view<const std::int64_t, 2> input_ids, tensor_view<logits_type, 3> logits, const Policy& policy,
+                 workspace<Backend>& ws, const context& ctx = {}) const {
+        forward(input_ids, logits, policy, ws.reserve(workspace_bytes(input_ids.extent(0), input_ids.extent(1))), ctx);
+    }
+
+    // The two ends on their own, for callers that run the stack themselves (decoding):
+    // hidden (rows, d_model) = embeddings[ids], ids in the backend's memory and already checked;
+    void embed(const context& ctx, index_t rows, const std::int64_t* ids, T* hidden) const {
+        embedding_kernel<Backend>::gather(ctx, rows, d_model(), ids, embeddings_.data(), hidden);
+    }
+    // logits (rows, vocab) = normed_hidden (rows, d_model) * lm_head^T, normed_hidden after norm_f.
+    void project(const context& ctx, index_t rows, const T* normed_hidden, logits_type* logits) const {
+        traits::gemm_nt(ctx, rows, vocab_size(), d_model(), normed_hidden, d_model(), lm_head().data(), d_model(), logits,
+                        vocab_size());
+    }
+
+private:
+    static const language_model_config& validated(const language_model_config& cfg) {
+        cfg.validate();
+        return cfg;
+    }
+
+    struct buffers {
+        std::int64_t* ids;   // (rows): the token ids in the backend's memory
+        T* embedded;         // (rows, d_model)
+        T* hidden;           // (rows, d_model): the stack's output
+        workspace_span inner;
+    };
+    buffers layout(workspace_arena& arena, index_t batch, index_t L) const {
+        const auto rows = static_cast<std::size_t>(batch * L), d = static_cast<std::size_t>(d_model());
+        buffers b{arena.take<std::int64_t>(rows), arena.take<T>(rows * d), arena.take<T>(rows * d), {}};
+        const std::size_t inner = backbone_.workspace_bytes(batch, L);
+        b.inner = {arena.take<std::byte>(inner), arena.measuring() ? 0 : inner};
+        return b;
+    }
+
+    // The embeddings and the LM head, once after each mutable access (the mixers check their own).
+    void check_weights(const context& ctx) const {
+        if (checked_) return;
+        const index_t bad = traits::first_non_finite(ctx, embeddings_.data(), embeddings_.size());
+        require(bad < 0, "language model parameter 'backbone.embeddings.weight' holds a non-finite value at flat index ", bad);
+        if (!tied()) {
+            const index_t bad_head = traits::first_non_finite(ctx, lm_head_.data(), lm_head_.size());
+            require(bad_head < 0, "language model parameter 'lm_head.weight' holds a non-finite value at flat index ", bad_head);
+        }
+        checked_ = true;
+    }
+
+    language_model_config config_;
+    stack_type backbone_;
+    buffer embeddings_;
+    buffer lm_head_;  // empty when tied
+    mutable bool checked_ = false;
+};
+
+// Random weights in the ranges of a trained model (examples, tests, `transmamba init`): the mixers as
+// block/mixer_params.hpp's randomize draws them, projections ~ U(-1, 1) / sqrt(fan_in), embeddings
+// ~ U(-1, 1), norm weights in [0.5, 1.5).
+template <class T, class Backend, class Pattern>
+void randomize(language_model<T, Backend, Pattern>& model, std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<double> unit(0.0, 1.0);
+    const auto ends_with = [](std::string_view s, std::string_view tail) {
+        return s.size() >= tail.size() && s.substr(s.size() - tail.size()) == tail;
+    };
+    model.for_each_parameter([&](const std::string& name, auto& buf, const std::vector<index_t>& shape) {
+        std::vector<T> host(buf.size());
+        const double fan_in = shape.size() >= 2 ? static_cast<double>(shape.back()) : 1.0;
+        for (auto& v : host) {
+            const double r = unit(rng);
+            double val;
+            if (ends_with(name, "embeddings.weight")) val = 2 * r - 1;
+            else if (ends_with(name, "conv1d.weight")) val = r - 0.5;
+            else if (ends_with(name, "conv1d.bias")) val = 0.2 * (r - 0.5);
+            else if (ends_with(name, "dt_bias")) {
+                const double dt = std::exp(std::log(1e-3) + r * (std::log(1e-1) - std::log(1e-3)));
+                val = dt + std::log(-std::expm1(-dt));  // inverse softplus
+            } else if (ends_with(name, "A_log")) val = std::log(1.0 + 15.0 * r);
+            else if (ends_with(name, ".D") || ends_with(name, "norm.weight") || ends_with(name, "norm_f.weight")) val = 0.5 + r;
+            else val = (2 * r - 1) / std::sqrt(fan_in);  // in_proj, out_proj, the MLP, lm_head
+            v = static_cast<T>(val);
+        }
+        backend_traits<Backend>::copy_from_host(host.data(), buf.data(), host.size(), {});
+    });
+    backend_traits<Backend>::synchronize({});
+}
+
+}  // namespace transmamba
