@@ -3,9 +3,10 @@
 // The peer, mamba_ssm's Triton SSD on the same shapes, is bench/peers/ssd_triton.py: run both in
 // one session on one device.
 //
-// Timing: CUDA events around each call (no graph capture; the scan is 3 launches), 3 warm-up
-// calls, the median over the iterations; the initial state is restored between calls outside the
-// timed window. Every input set is far above the 50 MB L2 (x alone is >= 64 MiB).
+// Timing: CUDA events around each call (eager: 3 launches), 3 warm-up calls, the median over the
+// iterations; the initial state is restored between calls outside the timed window. graph_ms: the
+// median of 20 replays of the call captured in a CUDA graph. Every input set is far above the
+// 50 MB L2 (x alone is >= 64 MiB).
 // Counters:
 //   tokens_per_s, GB_per_s   bytes = x, B, C (storage type) + dt (float) read once, y (float)
 //                             written once, the state read and written; no scratch traffic
@@ -148,6 +149,31 @@ void bm_chunked_ssd(benchmark::State& st, ssd_shape sh) {
             st.counters[names[k]] = part[k][part[k].size() / 2];
         }
         for (auto& e : ev) cudaEventDestroy(e);
+    }
+    // The same call captured in a CUDA graph on a stream of its own (as the peer's "graph" column).
+    {
+        cuda_stream stream;
+        const cuda_context gctx = stream.context();
+        cudaGraph_t graph = nullptr;
+        cudaGraphExec_t exec = nullptr;
+        check_cuda(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeRelaxed), "cudaStreamBeginCapture");
+        kernel::run_with<T, Policy>(gctx, cfg, in, 0, L, yv, sv, {scratch.data(), scratch.size()});
+        check_cuda(cudaStreamEndCapture(stream.get(), &graph), "cudaStreamEndCapture");
+        check_cuda(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+        std::vector<float> replays;
+        for (int rep = 0; rep < 23; ++rep) {
+            check_cuda(cudaEventRecord(start, stream.get()), "cudaEventRecord");
+            check_cuda(cudaGraphLaunch(exec, stream.get()), "cudaGraphLaunch");
+            check_cuda(cudaEventRecord(stop, stream.get()), "cudaEventRecord");
+            check_cuda(cudaEventSynchronize(stop), "cudaEventSynchronize");
+            float ms = 0;
+            check_cuda(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+            if (rep >= 3) replays.push_back(ms);
+        }
+        std::sort(replays.begin(), replays.end());
+        st.counters["graph_ms"] = replays[replays.size() / 2];
+        cudaGraphExecDestroy(exec);
+        cudaGraphDestroy(graph);
     }
     cudaEventDestroy(start);
     cudaEventDestroy(stop);

@@ -25,6 +25,7 @@
 #include <cub/warp/warp_scan.cuh>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <initializer_list>
 #include <type_traits>
@@ -811,9 +812,17 @@ operands<T> make_operands(const mixer_config& cfg, const ssm_inputs<T>& in, inde
     return op;
 }
 
-template <class Kernel>
-void allow_shared_memory(Kernel kernel, std::size_t bytes, const char* name) {
-    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)), name);
+// Raises a kernel's dynamic shared-memory limit, once per kernel, device and size (the call is a
+// driver round trip; a forward pass should not pay it at every launch).
+template <auto Kernel>
+void allow_shared_memory(std::size_t bytes, const char* name) {
+    static std::atomic<std::size_t> granted[64] = {};
+    int device = 0;
+    check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+    require(device >= 0 && device < 64, "CUDA device index ", device, " out of the supported range");
+    if (granted[device].load(std::memory_order_relaxed) >= bytes) return;
+    check_cuda(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)), name);
+    granted[device].store(bytes, std::memory_order_relaxed);
 }
 
 // (1) over the operands' span.
@@ -821,8 +830,8 @@ template <class T, class Policy>
 void launch_chunk_state(const cuda_context& ctx, const operands<T>& op, const chunk_scratch<T>& scratch) {
     using P = typename Policy::chunk_state;
     constexpr std::size_t smem = chunk_state_layout<T, Policy>::bytes;
-    const auto kernel = chunk_state_kernel<T, Policy>;
-    allow_shared_memory(kernel, smem, "cudaFuncSetAttribute (chunk_state_kernel shared memory)");
+    constexpr auto kernel = chunk_state_kernel<T, Policy>;
+    allow_shared_memory<kernel>(smem, "cudaFuncSetAttribute (chunk_state_kernel shared memory)");
     const int tiles = ((op.headdim + P::tile_m - 1) / P::tile_m) * ((op.dstate + P::tile_n - 1) / P::tile_n);
     const dim3 grid(static_cast<unsigned>(op.batch * op.nheads * tiles), static_cast<unsigned>(op.nchunks));
     kernel<<<grid, P::threads, smem, ctx.stream>>>(op, scratch);
@@ -854,8 +863,8 @@ void launch_chunk_scan(const cuda_context& ctx, const operands<T>& op, const chu
                        tensor_view<float, 4> y) {
     using P = typename Policy::chunk_scan;
     const chunk_scan_layout<T, Policy> layout(op.dstate);
-    const auto kernel = chunk_scan_kernel<T, Policy>;
-    allow_shared_memory(kernel, layout.bytes, "cudaFuncSetAttribute (chunk_scan_kernel shared memory)");
+    constexpr auto kernel = chunk_scan_kernel<T, Policy>;
+    allow_shared_memory<kernel>(layout.bytes, "cudaFuncSetAttribute (chunk_scan_kernel shared memory)");
     const int col_tiles = (op.headdim + P::tile_cols - 1) / P::tile_cols;
     const dim3 grid(static_cast<unsigned>(col_tiles * op.nheads), static_cast<unsigned>(op.nchunks),
                     static_cast<unsigned>(op.batch));
