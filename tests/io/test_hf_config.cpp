@@ -13,7 +13,8 @@ using namespace transmamba;
 
 namespace {
 
-// As transformers 5.x writes it (json.dumps(..., indent=2, sort_keys=True)), fields trimmed.
+// As transformers writes it (json.dumps(..., indent=2, sort_keys=True)), with the bare Infinity token
+// of versions before 5 (5.x writes {"__float__": "Infinity"}: see tests/data/*/config.json).
 const std::string hf_text = R"({
   "architectures": [
     "Mamba2ForCausalLM"
@@ -159,8 +160,19 @@ TEST_CASE("hf config: Infinity, -Infinity and NaN tokens as Python's json writes
     // A non-finite value in a field the model does not read is kept and written back as a token.
     c = parse_hf_mamba2_config(with_field("some_limit", "-Infinity"), "x");
     CHECK(to_json_text(c).find("\"some_limit\": -Infinity") != std::string::npos);
+    // transformers 5.x's spelling.
+    c = parse_hf_mamba2_config(with_field("time_step_limit", R"([0.0, {"__float__": "Infinity"}])"), "x");
+    CHECK(std::isinf(c.time_step_limit[1]));
+    check_field_error("time_step_limit", R"([0.0, {"__float__": "inf"}])", "must be a number, got {\"__float__\":\"inf\"}");
+    check_field_error("time_step_limit", R"([{"__float__": "NaN"}, 1.0])", "field 'time_step_limit' = [nan, 1]");
+    check_field_error("layer_norm_epsilon", R"({"__float__": "Infinity", "x": 1})", "field 'layer_norm_epsilon' must be a number");
     // A strict parser is what rejects the tokens: no marker, no parse.
-    CHECK_THROWS_AS((void)nlohmann::json::parse("[Infinity]"), nlohmann::json::exception);
+    CHECK_THROWS_AS(
+        [] {
+            const auto j = nlohmann::json::parse("[Infinity]");
+            (void)j;
+        }(),
+        nlohmann::json::exception);
 }
 
 TEST_CASE("hf config: bad fields are named") {

@@ -5,10 +5,11 @@
 //   "transmamba": {"version": 1, "kind": "cyclic" | "per_layer" | "fixed", "transpoints": [0, 128, ...],
 //                  "attention": "paper" | "z_gated" | "no_skip" | "rope" | {explicit fields}}
 //
-// Python's json module writes the non-finite floats as the bare tokens Infinity, -Infinity and NaN
-// (transformers' default time_step_limit is [0.0, Infinity]); strict JSON parsers reject them, so
-// they are rewritten into marker strings before parsing and read back as numbers, and written as the
-// same tokens. Every error names the file and the field.
+// Non-finite floats (transformers' default time_step_limit is [0.0, inf]) come in two spellings:
+// transformers 5.x writes {"__float__": "Infinity"}, older versions (Python's json.dumps) the bare
+// tokens Infinity, -Infinity and NaN, which strict JSON parsers reject; those are rewritten into
+// marker strings before parsing. Both read as numbers. Writing uses the bare tokens, which every
+// transformers version reads back (json.loads accepts them). Every error names the file and field.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -215,17 +216,23 @@ public:
         const auto* v = find(field);
         return v == nullptr ? fallback : number_value(field, *v);
     }
+    // A JSON number, a non-finite token (marked before parsing), or transformers 5.x's
+    // {"__float__": "Infinity" | "-Infinity" | "NaN"}.
     double number_value(std::string_view field, const nlohmann::json& v) const {
         if (v.is_number()) return v.get<double>();
+        const auto nonfinite = [](std::string_view token) -> std::optional<double> {
+            if (token == "Infinity") return std::numeric_limits<double>::infinity();
+            if (token == "-Infinity") return -std::numeric_limits<double>::infinity();
+            if (token == "NaN") return std::numeric_limits<double>::quiet_NaN();
+            return std::nullopt;
+        };
         if (v.is_string()) {
             const auto& s = v.get_ref<const std::string&>();
-            if (s.starts_with(nonfinite_marker)) {
-                const auto token = std::string_view(s).substr(nonfinite_marker.size());
-                if (token == "Infinity") return std::numeric_limits<double>::infinity();
-                if (token == "-Infinity") return -std::numeric_limits<double>::infinity();
-                if (token == "NaN") return std::numeric_limits<double>::quiet_NaN();
-            }
+            if (s.starts_with(nonfinite_marker))
+                if (const auto x = nonfinite(std::string_view(s).substr(nonfinite_marker.size()))) return *x;
         }
+        if (v.is_object() && v.size() == 1 && v.contains("__float__") && v.at("__float__").is_string())
+            if (const auto x = nonfinite(v.at("__float__").get_ref<const std::string&>())) return *x;
         bad(field, "must be a number, got ", brief(v));
     }
 
