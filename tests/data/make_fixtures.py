@@ -21,7 +21,8 @@ and normalizes each of the n_groups groups of d_inner / n_groups channels. trans
 therefore a reference for TransPoint 0 only when n_groups == 1; the float64 reference follows SPEC and
 is the reference for every case and every schedule. The script measures which norm transformers used
 (metadata "transformers_norm") and how far its float64 forward is from the reference at P = 0 (about
-1e-7 even for n_groups == 1: transformers computes A = -exp(A_log) in float32 in every precision).
+1e-7 even for n_groups == 1, most likely because transformers computes A = -exp(A_log.float()) in
+float32 whatever the model's precision).
 
 It also writes OUT_DIR/dtypes.safetensors: the same float32 values converted by torch to F16, BF16
 and back, and float64 values converted to float32, so that the C++ conversions are checked against
