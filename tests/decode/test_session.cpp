@@ -1,0 +1,93 @@
+// Inference sessions over a language model: prefill + steps give the logits of one forward pass,
+// for any schedule, with TransPoints crossed during the prefill and during decoding; sessions of
+// different lengths share a model; memory stops growing after the last TransPoint.
+#include <doctest/doctest.h>
+
+#include <transmamba/decode/session.hpp>
+#include <transmamba/model/language_model.hpp>
+
+#include <vector>
+
+#include "support/bridge.hpp"
+
+using namespace transmamba;
+
+namespace {
+
+using model_type = language_model<double, cpu, mamba2_pattern>;
+
+model_type make_model(std::uint64_t seed) {
+    language_model_config cfg;
+    cfg.backbone.mixer = testing::small_config(32, 16, 16, 2, 8);
+    cfg.backbone.num_layers = 3;
+    cfg.vocab_size = 50;
+    cfg.tie_word_embeddings = false;
+    model_type m(cfg);
+    randomize(m, seed);
+    return m;
+}
+
+std::vector<std::int64_t> tokens(index_t n, std::uint64_t seed) {
+    std::vector<std::int64_t> ids(static_cast<std::size_t>(n));
+    for (index_t i = 0; i < n; ++i) ids[std::size_t(i)] = std::int64_t((i * 7 + std::int64_t(seed) * 13) % 50);
+    return ids;
+}
+
+}  // namespace
+
+TEST_CASE("a session's prefill and steps give the logits of one forward pass") {
+    const auto model = make_model(1);
+    const index_t L = 24, V = 50;
+    const auto ids = tokens(L, 3);
+    for (const cyclic_transpoints& policy : {cyclic_transpoints{0}, cyclic_transpoints{5, 100, 0}, cyclic_transpoints{30},
+                                             cyclic_transpoints{12, 1}}) {
+        std::vector<double> whole(std::size_t(L * V));
+        workspace<cpu> ws;
+        model.forward({ids.data(), {1, L}}, {whole.data(), {1, L, V}}, policy, ws);
+        for (index_t prompt : {1, 8, 16}) {
+            inference_session<model_type> s(model, policy, L);
+            std::vector<double> got;
+            std::vector<double> all;
+            auto last = s.prefill(std::span(ids.data(), std::size_t(prompt)), &all);
+            got.insert(got.end(), all.begin(), all.end());
+            CHECK(std::equal(last.begin(), last.end(), all.end() - V));
+            for (index_t t = prompt; t < L; ++t) {
+                auto logits = s.step(ids[std::size_t(t)]);
+                got.insert(got.end(), logits.begin(), logits.end());
+            }
+            CAPTURE(prompt);
+            CAPTURE(policy.table[0]);
+            CHECK(reference::max_relative_error(got, whole) < 1e-10);
+        }
+    }
+}
+
+TEST_CASE("sessions of different lengths share one model; memory is constant after the last TransPoint") {
+    const auto model = make_model(2);
+    const cyclic_transpoints policy{6};
+    inference_session<model_type> a(model, policy, 40), b(model, policy, 40);
+    const auto ids = tokens(40, 5);
+    a.prefill(std::span(ids.data(), 3));
+    b.prefill(std::span(ids.data(), 11));
+    const std::size_t before = a.state_bytes();
+    for (index_t t = 3; t <= 6; ++t) a.step(ids[std::size_t(t)]);  // the step at position P = 6 frees the cache
+    for (index_t t = 11; t < 20; ++t) b.step(ids[std::size_t(t)]);
+    const std::size_t at_p = a.state_bytes();
+    for (index_t t = 7; t < 30; ++t) a.step(ids[std::size_t(t)]);
+    CHECK(a.state_bytes() == b.state_bytes());  // both past P: window + state only
+    CHECK(a.state_bytes() < before);            // the KV cache was freed at P
+    CHECK(a.state_bytes() == at_p);
+    CHECK(a.position() == 30);
+    CHECK(b.position() == 20);
+}
+
+TEST_CASE("a session rejects bad token ids, an empty prompt and a step before the prefill") {
+    const auto model = make_model(3);
+    inference_session<model_type> s(model, all_ssm{}, 8);
+    CHECK_THROWS_WITH_AS(s.step(1), doctest::Contains("before prefill"), error);
+    const std::vector<std::int64_t> bad{1, 50};
+    CHECK_THROWS_WITH_AS(s.prefill(bad), doctest::Contains("token id 50"), error);
+    CHECK_THROWS_AS(s.prefill(std::span<const std::int64_t>()), error);
+    const std::vector<std::int64_t> too_long(9, 1);
+    CHECK_THROWS_WITH_AS(s.prefill(too_long), doctest::Contains("exceeds max_tokens"), error);
+}
