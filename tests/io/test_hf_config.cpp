@@ -119,6 +119,9 @@ TEST_CASE("hf config: a transformers Mamba2 config.json maps onto the model conf
     CHECK(c.extra.at("transformers_version") == "5.17.0");
     CHECK(c.extra.at("time_step_min") == 0.001);
     CHECK(!c.extra.contains("hidden_size"));
+    CHECK(c.extra.at("residual_in_fp32") == true);  // ignored, kept, written back
+    const auto fp16_residual = parse_hf_mamba2_config(with_field("residual_in_fp32", "false"), "x");
+    CHECK(to_json_text(fp16_residual).find("\"residual_in_fp32\": false") != std::string::npos);
     // The parameter count the loader checks files against.
     const std::uint64_t layer = (2 * 128 + 2 * 32 + 8) * 64 + (128 + 64) * 4 + (128 + 64) + 3 * 8 + 128 + 64 * 128 + 64;
     CHECK(c.parameter_count() == 2 * layer + 2 * 96 * 64 + 64);

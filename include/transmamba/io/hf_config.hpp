@@ -355,10 +355,11 @@ inline hf_mamba2_config parse_hf_mamba2_config(std::string_view text, const std:
     if (r.boolean("use_bias", false)) r.bad("use_bias", "is true: biases on in_proj/out_proj are not supported");
     if (const auto act = r.string("hidden_act"); act && *act != "silu" && *act != "swish")
         r.bad("hidden_act", "= \"", *act, "\": only \"silu\" is supported (the conv activation of SPEC.md)");
-    // Read for their type only: transformers' Mamba2 ignores rms_norm (the gated RMSNorm is always
-    // there) and residual_in_fp32 only changes the residual's precision.
-    (void)r.boolean("rms_norm", true);
-    (void)r.boolean("residual_in_fp32", true);
+    // Checked for their type only, and kept in `extra`: transformers' Mamba2 ignores rms_norm (the
+    // gated RMSNorm is always there) and residual_in_fp32 only changes the residual's precision.
+    for (const char* ignored : {"rms_norm", "residual_in_fp32"})
+        if (const auto it = root.find(ignored); it != root.end() && !it->is_boolean())
+            r.bad(ignored, "must be true or false, got ", io_detail::field_reader::brief(*it));
     if (const auto* limit = r.find("time_step_limit")) {
         if (!limit->is_array() || limit->size() != 2)
             r.bad("time_step_limit", "must be a list [min, max] of two numbers, got ", io_detail::field_reader::brief(*limit));
