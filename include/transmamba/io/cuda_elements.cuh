@@ -6,7 +6,6 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
-#include <cstring>
 
 #include "transmamba/io/dtype.hpp"
 
@@ -16,32 +15,22 @@ template <>
 struct element_traits<__nv_bfloat16> {
     static constexpr dtype stored = dtype::BF16;
     static __nv_bfloat16 from_float(float v) {
-        const std::uint16_t bits = float_to_bf16_bits(v);
-        __nv_bfloat16 out;
-        std::memcpy(&out, &bits, sizeof(out));
-        return out;
+        __nv_bfloat16_raw raw;
+        raw.x = float_to_bf16_bits(v);
+        return __nv_bfloat16(raw);
     }
-    static float to_float(__nv_bfloat16 v) {
-        std::uint16_t bits;
-        std::memcpy(&bits, &v, sizeof(bits));
-        return bf16_bits_to_float(bits);
-    }
+    static float to_float(__nv_bfloat16 v) { return bf16_bits_to_float(static_cast<__nv_bfloat16_raw>(v).x); }
 };
 
 template <>
 struct element_traits<__half> {
     static constexpr dtype stored = dtype::F16;
     static __half from_float(float v) {
-        const std::uint16_t bits = float_to_f16_bits(v);
-        __half out;
-        std::memcpy(&out, &bits, sizeof(out));
-        return out;
+        __half_raw raw;
+        raw.x = float_to_f16_bits(v);
+        return __half(raw);
     }
-    static float to_float(__half v) {
-        std::uint16_t bits;
-        std::memcpy(&bits, &v, sizeof(bits));
-        return f16_bits_to_float(bits);
-    }
+    static float to_float(__half v) { return f16_bits_to_float(static_cast<__half_raw>(v).x); }
 };
 
 }  // namespace transmamba
