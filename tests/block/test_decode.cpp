@@ -74,17 +74,7 @@ TEST_CASE_TEMPLATE("a stack decodes step by step as one forward pass over max_to
     mc.d_ff = 48;
     mc.num_layers = 3;
     stack<T, cpu, paper_pattern> model(mc);
-    std::uint64_t seed = 900;
-    model.for_each_parameter([&](const std::string& name, auto& buf, const std::vector<index_t>& shape) {
-        double lo = 0.5, hi = 1.5;
-        if (name.ends_with("A_log")) lo = 0.0, hi = 2.7;
-        else if (name.ends_with("dt_bias")) lo = -4.0, hi = -2.0;
-        else if (name.ends_with("conv1d.weight")) lo = -0.5, hi = 0.5;
-        else if (name.ends_with("conv1d.bias")) lo = -0.1, hi = 0.1;
-        else if (shape.size() == 2) hi = 1.0 / std::sqrt(double(shape[1])), lo = -hi;
-        const auto v = reference::random_vector(buf.size(), seed++, lo, hi);
-        for (std::size_t i = 0; i < v.size(); ++i) buf.data()[i] = static_cast<T>(v[i]);
-    });
+    randomize(model, 900);
     const index_t L = 26, d = mc.mixer.d_model;
     const cyclic_transpoints policy{0, 7, 100};  // SSM, a TransPoint crossed while decoding, attention
     const auto u = testing::from_double<T>(reference::random_vector(std::size_t(L * d), 5));

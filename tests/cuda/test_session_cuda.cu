@@ -1,5 +1,6 @@
 // Decoding a language model on the GPU: a session's prefill and steps equal one forward pass, with
-// TransPoints crossed during the prefill and while decoding, in float32 and bfloat16.
+// TransPoints crossed during the prefill (P = 3 < prompt) and while decoding (P = 9), a pure SSM layer
+// and an all-attention one, in float32 and bfloat16.
 #include <doctest/doctest.h>
 
 #include <transmamba/backend/cuda.cuh>
@@ -17,14 +18,14 @@ TEST_CASE_TEMPLATE("cuda session: prefill and steps equal the forward pass", T, 
     using model_type = language_model<T, transmamba::cuda, mamba2_pattern>;
     language_model_config cfg;
     cfg.backbone.mixer = testing::small_config(64, 16, 32, 2, 16);
-    cfg.backbone.num_layers = 3;
+    cfg.backbone.num_layers = 4;
     cfg.vocab_size = 60;
     model_type model(cfg);
     randomize(model, 8);
     const index_t L = 30, V = 60;
     std::vector<std::int64_t> ids(static_cast<std::size_t>(L));
     for (index_t i = 0; i < L; ++i) ids[std::size_t(i)] = (i * 11 + 3) % V;
-    const cyclic_transpoints policy{0, 9, 100};
+    const cyclic_transpoints policy{0, 3, 9, 100};
     device_buffer<float> whole(static_cast<std::size_t>(L * V));
     workspace<transmamba::cuda> ws;
     model.forward({ids.data(), {1, L}}, {whole.data(), {1, L, V}}, policy, ws);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "transmamba/backend/traits.hpp"
+#include "transmamba/block/random_init.hpp"
 #include "transmamba/core/config.hpp"
 #include "transmamba/core/error.hpp"
 #include "transmamba/core/tensor_view.hpp"
@@ -88,34 +89,12 @@ void check_finite(const Params& params, std::string_view owner = "mixer") {
     });
 }
 
-// Random weights in the ranges a trained Mamba2 layer has (for examples, benchmarks and tests that
-// need a well-conditioned layer): projections ~ U(-1, 1) / sqrt(fan_in), dt in [1e-3, 1e-1]
-// log-uniform, A in [1, 16], D and the norm weight near 1.
-template <class Params>
-void randomize(Params& params, std::uint64_t seed) {
-    using Backend = typename Params::backend;
+// Random weights in the ranges a trained Mamba2 layer has (block/random_init.hpp says which).
+template <class T, class Backend>
+void randomize(mixer_params<T, Backend>& params, std::uint64_t seed) {
     std::mt19937_64 rng(seed);
-    std::uniform_real_distribution<double> unit(0.0, 1.0);
-    const auto& c = params.config;
     params.for_each([&](std::string_view name, auto& buf, const std::vector<index_t>& shape) {
-        using T = std::remove_cvref_t<decltype(*buf.data())>;
-        std::vector<T> host(buf.size());
-        for (auto& v : host) {
-            const double r = unit(rng);
-            double val = 0;
-            if (name == "in_proj.weight") val = (2 * r - 1) / std::sqrt(double(c.d_model));
-            else if (name == "out_proj.weight") val = (2 * r - 1) / std::sqrt(double(c.d_inner()));
-            else if (name == "conv1d.weight") val = (r - 0.5);
-            else if (name == "conv1d.bias") val = 0.2 * (r - 0.5);
-            else if (name == "dt_bias") {
-                const double dt = std::exp(std::log(1e-3) + r * (std::log(1e-1) - std::log(1e-3)));
-                val = dt + std::log(-std::expm1(-dt));  // inverse softplus
-            } else if (name == "A_log") val = std::log(1.0 + 15.0 * r);
-            else val = 0.5 + r;  // D, norm.weight
-            v = static_cast<T>(val);
-        }
-        (void)shape;
-        backend_traits<Backend>::copy_from_host(host.data(), buf.data(), host.size(), {});
+        fill_trained_range<Backend>(buf, name, shape, rng);
     });
     backend_traits<Backend>::synchronize({});
 }

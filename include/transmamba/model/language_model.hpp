@@ -22,6 +22,7 @@
 #include "transmamba/backend/embedding.hpp"
 #include "transmamba/backend/traits.hpp"
 #include "transmamba/block/block.hpp"
+#include "transmamba/block/random_init.hpp"
 #include "transmamba/block/stack.hpp"
 #include "transmamba/core/error.hpp"
 #include "transmamba/core/numeric.hpp"
@@ -210,36 +211,6 @@ private:
     mutable bool checked_ = false;
 };
 
-// Random weights in the ranges of a trained model (examples, tests, `transmamba init`): the mixers as
-// block/mixer_params.hpp's randomize draws them, projections ~ U(-1, 1) / sqrt(fan_in), embeddings
-// ~ U(-1, 1), norm weights in [0.5, 1.5).
-template <class T, class Backend, class Pattern>
-void randomize(language_model<T, Backend, Pattern>& model, std::uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    std::uniform_real_distribution<double> unit(0.0, 1.0);
-    const auto ends_with = [](std::string_view s, std::string_view tail) {
-        return s.size() >= tail.size() && s.substr(s.size() - tail.size()) == tail;
-    };
-    model.for_each_parameter([&](const std::string& name, auto& buf, const std::vector<index_t>& shape) {
-        std::vector<T> host(buf.size());
-        const double fan_in = shape.size() >= 2 ? static_cast<double>(shape.back()) : 1.0;
-        for (auto& v : host) {
-            const double r = unit(rng);
-            double val;
-            if (ends_with(name, "embeddings.weight")) val = 2 * r - 1;
-            else if (ends_with(name, "conv1d.weight")) val = r - 0.5;
-            else if (ends_with(name, "conv1d.bias")) val = 0.2 * (r - 0.5);
-            else if (ends_with(name, "dt_bias")) {
-                const double dt = std::exp(std::log(1e-3) + r * (std::log(1e-1) - std::log(1e-3)));
-                val = dt + std::log(-std::expm1(-dt));  // inverse softplus
-            } else if (ends_with(name, "A_log")) val = std::log(1.0 + 15.0 * r);
-            else if (ends_with(name, ".D") || ends_with(name, "norm.weight") || ends_with(name, "norm_f.weight")) val = 0.5 + r;
-            else val = (2 * r - 1) / std::sqrt(fan_in);  // in_proj, out_proj, the MLP, lm_head
-            v = static_cast<T>(val);
-        }
-        backend_traits<Backend>::copy_from_host(host.data(), buf.data(), host.size(), {});
-    });
-    backend_traits<Backend>::synchronize({});
-}
+// randomize(model, seed) is block/random_init.hpp's, as for every module that lists its parameters.
 
 }  // namespace transmamba
