@@ -53,20 +53,12 @@ void poison(device_buffer<T>& d) {
 // rounded weights so the comparison measures the kernels, not the rounding of the weights.
 template <class T>
 void load_rounded(mixer_params<T, transmamba::cuda>& p, reference::mixer_weights& w) {
-    auto put = [](auto& buf, std::vector<double>& src) {
+    testing::for_each_weight(p, w, [](auto& buf, std::vector<double>& src) {
         REQUIRE(buf.size() == src.size());
         const auto rounded = to_storage<T>(src);
         src = to_double_host(rounded);
         backend_traits<transmamba::cuda>::copy_from_host(rounded.data(), buf.data(), rounded.size(), {});
-    };
-    put(p.in_proj, w.in_proj);
-    put(p.conv_weight, w.conv_w);
-    put(p.conv_bias, w.conv_b);
-    put(p.dt_bias, w.dt_bias);
-    put(p.A_log, w.A_log);
-    put(p.D, w.D);
-    put(p.norm_weight, w.norm_w);
-    put(p.out_proj, w.out_proj);
+    });
 }
 
 // float32 kernels: 2e-5 of the largest output; bf16 storage rounds every stored activation

@@ -31,13 +31,10 @@ std::vector<T> from_double(const std::vector<double>& v) {
     return std::vector<T>(v.begin(), v.end());
 }
 
-// Copies the oracle's weights into a CPU mixer's parameters (host memory).
-template <class Params>
-void load_weights(Params& p, const reference::mixer_weights& w) {
-    auto put = [](auto& buf, const std::vector<double>& src) {
-        REQUIRE(buf.size() == src.size());
-        for (std::size_t i = 0; i < src.size(); ++i) buf.data()[i] = static_cast<typename Params::value_type>(src[i]);
-    };
+// Visits each library parameter with the oracle's vector of the same tensor: the one pairing of
+// names that every loader of oracle weights (CPU here, the rounded GPU one in tests/cuda) uses.
+template <class Params, class Weights, class F>
+void for_each_weight(Params& p, Weights& w, F&& put) {
     put(p.in_proj, w.in_proj);
     put(p.conv_weight, w.conv_w);
     put(p.conv_bias, w.conv_b);
@@ -46,6 +43,15 @@ void load_weights(Params& p, const reference::mixer_weights& w) {
     put(p.D, w.D);
     put(p.norm_weight, w.norm_w);
     put(p.out_proj, w.out_proj);
+}
+
+// Copies the oracle's weights into a CPU mixer's parameters (host memory).
+template <class Params>
+void load_weights(Params& p, const reference::mixer_weights& w) {
+    for_each_weight(p, w, [](auto& buf, const std::vector<double>& src) {
+        REQUIRE(buf.size() == src.size());
+        for (std::size_t i = 0; i < src.size(); ++i) buf.data()[i] = static_cast<typename Params::value_type>(src[i]);
+    });
 }
 
 // The relative-error bound each precision is held to against the float64 oracle.
