@@ -247,7 +247,8 @@ constexpr double state_bound() {
     return std::is_same_v<T, float> ? 1e-5 : 1e-4;
 }
 
-// t_begin and L not multiples of the chunk, L = 1, chunk 64 and 256, ngroups 1, 2 and nheads,
+// t_begin and L not multiples of the chunk, L = 1, chunk 64 and 256, ngroups 1, 2 and nheads
+// (C B^T shared by a group's heads, and computed inline per head),
 // headdim and d_state from 16 to 128, a misaligned xBC row (scalar loads).
 const shape chunked_shapes[] = {
     {2, 300, 4, 64, 128, 1, 64, 37, 300},
@@ -360,6 +361,8 @@ TEST_CASE("cuda ssd: small shapes for the sanitizer") {
     check_scan<chunked_ssd_scan, float>(s, 72, chunked_y_bound<float>(), state_bound<float>(), "chunked");
     const shape wide{1, 70, 2, 128, 64, 1, 64, 0, 70};
     check_scan<chunked_ssd_scan, __nv_bfloat16>(wide, 73, chunked_y_bound<__nv_bfloat16>(), state_bound<__nv_bfloat16>(), "chunked");
+    const shape per_head{2, 90, 4, 16, 32, 4, 64, 7, 90};  // C B^T computed inline (one head per group)
+    check_scan<chunked_ssd_scan, __nv_bfloat16>(per_head, 76, chunked_y_bound<__nv_bfloat16>(), state_bound<__nv_bfloat16>(), "chunked");
     check_scan<sequential_scan, __nv_bfloat16>(s, 74, 1e-5, 1e-5, "sequential");
     check_converter<__nv_bfloat16>(shape{2, 90, 4, 16, 32, 2, 64, 0, 77}, 75, state_bound<__nv_bfloat16>());
 }

@@ -64,6 +64,10 @@ struct chunk_scan_policy {
     static constexpr int tile_rows = 64;  // query rows per block
     static constexpr int tile_k = 64;     // keys per shared-memory stage (== tile_rows; 2 stages, cp.async)
     static constexpr int tile_cols = 64;  // headdim columns per block (a wider head takes several blocks)
+    // From this many heads per group on, C B^T of each (query tile, key tile) is computed once per
+    // group by chunk_cb_kernel into the scratch and read by every head of the group (as float32:
+    // the same numbers as the inline product); below it, each head's block computes it inline.
+    static constexpr int share_cb_min_heads = 2;
 };
 
 struct default_policy {
@@ -122,6 +126,8 @@ struct chunk_scratch {
     entering_t<T>* entering; // (ci, headdim, d_state): the state entering the chunk (scan only)
     float* cum;              // (ci, max_chunk): l_j / ln 2 = sum_{m<=j} dt_m A log2(e) (scan only)
     float* dtc;              // (ci, max_chunk): dt_j, 0 past the chunk's end (scan only)
+    float* cb;               // ((b * ngroups + group) * nchunks + chunk, tile pair, rows, keys): C B^T tiles
+                             // shared by a group's heads; null when each head computes its own
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -464,26 +470,124 @@ __global__ void __launch_bounds__(Policy::state_passing::threads)
 // (3) chunk_scan: y = (L o C B^T o dt) X + diag(exp(l)) C S_in^T + D x
 // ------------------------------------------------------------------------------------------------
 
+// C B^T for a warp's 16 query rows [wr0, wr0 + 16) of the C tile ct against the TK keys of the B
+// tile bt (both [row][ld_n]), into accumulator tiles; 16-key slices that start after last_key (no
+// row of the warp sees them) are skipped and stay zero. Shared by chunk_scan (inline) and chunk_cb.
+template <class T, mma::float_mode Mode, int TK>
+__device__ __forceinline__ void warp_scores(mma::frag_c (&m)[TK / 8], const T* ct, const T* bt, int ld_n, int n,
+                                            int wr0, int j0, int last_key) {
+    constexpr int K = mma::k_step<T>;
+#pragma unroll
+    for (int i = 0; i < TK / 8; ++i) mma::zero(m[i]);
+    for (int k0 = 0; k0 < n; k0 += K) {
+        mma::frag_a<T> a;
+        mma::load_a_mk(a, ct, ld_n, wr0, k0);
+#pragma unroll
+        for (int nt = 0; nt < TK / 16; ++nt) {
+            if (j0 + nt * 16 > last_key) break;
+            mma::frag_b<T> bf[2];
+            mma::load_b2_nk(bf, bt, ld_n, nt * 16, k0);
+            mma::mma<T, Mode>(m[2 * nt], a, bf[0]);
+            mma::mma<T, Mode>(m[2 * nt + 1], a, bf[1]);
+        }
+    }
+}
+
+// The shared C B^T tiles: per (b, group, chunk) the pairs (query tile qt, key tile jt <= qt), pair
+// index qt (qt + 1) / 2 + jt, each a dense tile_rows x tile_k float32 block (row-major).
+template <class Policy>
+inline constexpr int cb_tiles_per_chunk =
+    (Policy::max_chunk / Policy::chunk_scan::tile_rows) * (Policy::max_chunk / Policy::chunk_scan::tile_rows + 1) / 2;
+template <class Policy>
+inline constexpr int cb_tile_elems = Policy::chunk_scan::tile_rows * Policy::chunk_scan::tile_k;
+
+__host__ __device__ constexpr int cb_pair(int qt, int jt) { return qt * (qt + 1) / 2 + jt; }
+
+// Shared-memory layout of chunk_cb_kernel: a C tile and a B tile, [row][ld_n] each.
+template <class T, class Policy>
+struct chunk_cb_layout {
+    int ld_n;
+    std::size_t tile_bytes, bytes;
+    __host__ __device__ chunk_cb_layout(int dstate) {
+        ld_n = dstate + pad_rows_contiguous_k<T>;
+        tile_bytes = round_up16(sizeof(T) * std::size_t(Policy::chunk_scan::tile_rows) * ld_n);
+        bytes = 2 * tile_bytes;
+    }
+};
+
+// One block per (tile pair, chunk, b * ngroups + group): C B^T of the pair's query and key tiles
+// in float32 accumulators (the mma mode of the policy, as the inline product), stored whole. Tiles
+// past a short last chunk are skipped (chunk_scan never reads them).
+template <class T, class Policy>
+__global__ void __launch_bounds__(Policy::chunk_scan::threads)
+    chunk_cb_kernel(operands<T> op, float* cb) {
+    using P = typename Policy::chunk_scan;
+    constexpr int threads = P::threads, TR = P::tile_rows, TK = P::tile_k;
+    static_assert(TR == TK && TR == 16 * (threads / 32));
+    extern __shared__ uint4 cb_smem[];
+    unsigned char* smem = reinterpret_cast<unsigned char*>(cb_smem);
+    const chunk_cb_layout<T, Policy> L(op.dstate);
+    T* cs = reinterpret_cast<T*>(smem);
+    T* bs = reinterpret_cast<T*>(smem + L.tile_bytes);
+
+    const int pair = blockIdx.x, chunk = blockIdx.y;
+    const int ngroups = op.nheads / op.heads_per_group;
+    const int b = static_cast<int>(blockIdx.z) / ngroups, grp = static_cast<int>(blockIdx.z) % ngroups;
+    int qt = 0;
+    while (cb_pair(qt + 1, 0) <= pair) ++qt;
+    const int jt = pair - cb_pair(qt, 0);
+    const index_t c0 = op.t_begin + index_t(chunk) * op.chunk;
+    const int q = static_cast<int>(min(index_t(op.chunk), op.t_end - c0));
+    const int i0 = qt * TR, j0 = jt * TK;
+    if (i0 >= q) return;
+
+    const int n = op.dstate;
+    load_tile_async<threads>(cs, L.ld_n, op.C + b * op.c_sb + (c0 + i0) * op.c_st + grp * op.c_sg, op.c_st, TR, n,
+                             min(TR, q - i0), n, op.vec_ok);
+    load_tile_async<threads>(bs, L.ld_n, op.B + b * op.b_sb + (c0 + j0) * op.b_st + grp * op.b_sg, op.b_st, TK, n,
+                             min(TK, q - j0), n, op.vec_ok);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+
+    const int warp = static_cast<int>(threadIdx.x >> 5), g = mma::lane_id() >> 2, t = mma::lane_id() & 3;
+    const int wr0 = warp * 16;
+    mma::frag_c m[TK / 8];
+    warp_scores<T, Policy::float_mode, TK>(m, cs, bs, L.ld_n, n, wr0, j0, i0 + wr0 + 15);
+    float* out = cb + ((index_t(b) * ngroups + grp) * op.nchunks + chunk) * cb_tiles_per_chunk<Policy> *
+                          index_t(cb_tile_elems<Policy>) +
+                 index_t(pair) * cb_tile_elems<Policy>;
+#pragma unroll
+    for (int nt = 0; nt < TK / 8; ++nt) {
+        const int col = nt * 8 + 2 * t;
+        *reinterpret_cast<float2*>(out + (wr0 + g) * TK + col) = make_float2(m[nt].v[0], m[nt].v[1]);
+        *reinterpret_cast<float2*>(out + (wr0 + g + 8) * TK + col) = make_float2(m[nt].v[2], m[nt].v[3]);
+    }
+}
+
 // Shared-memory layout of chunk_scan_kernel, in one place for the host (size) and the kernel:
 // entering state [cols][ld_n] | l2, dt [max_chunk] | 2 C tiles [rows][ld_n] | 2 stages of
-// {B [tile_k][ld_n], X [tile_k][ld_x]} | float storage: the masked mixing tile of each warp.
+// {B [tile_k][ld_n] or, with shared C B^T, its float tile [rows][ld_cb], X [tile_k][ld_x]} |
+// float storage: the masked mixing tile of each warp.
 template <class T, class Policy>
 struct chunk_scan_layout {
     using P = typename Policy::chunk_scan;
     static constexpr int PMax = P::tile_cols;
     static constexpr int ld_x = PMax + pad_rows_contiguous_mn<T>;
-    static constexpr int ld_m = P::tile_k + 4;  // float: A fragments read at (row g, col t)
+    static constexpr int ld_m = P::tile_k + 4;   // float: A fragments read at (row g, col t)
+    static constexpr int ld_cb = P::tile_k + 8;  // float2 reads at (row g, cols 2t, 2t + 1): 8 g + 2 t distinct banks
     int ld_n;
     std::size_t off_l2, off_dt, off_c, c_bytes, off_stage, b_bytes, stage_bytes, off_m, bytes;
 
-    __host__ __device__ chunk_scan_layout(int dstate) {
+    __host__ __device__ chunk_scan_layout(int dstate, bool shared_cb) {
         ld_n = dstate + pad_rows_contiguous_k<T>;
         off_l2 = round_up16(sizeof(entering_t<T>) * std::size_t(PMax) * ld_n);
         off_dt = off_l2 + round_up16(sizeof(float) * Policy::max_chunk);
         off_c = off_dt + round_up16(sizeof(float) * Policy::max_chunk);
         c_bytes = round_up16(sizeof(T) * std::size_t(P::tile_rows) * ld_n);
         off_stage = off_c + 2 * c_bytes;
-        b_bytes = round_up16(sizeof(T) * std::size_t(P::tile_k) * ld_n);
+        b_bytes = shared_cb ? round_up16(sizeof(float) * std::size_t(P::tile_rows) * ld_cb)
+                            : round_up16(sizeof(T) * std::size_t(P::tile_k) * ld_n);
         stage_bytes = b_bytes + round_up16(sizeof(T) * std::size_t(P::tile_k) * ld_x);
         off_m = off_stage + 2 * stage_bytes;
         bytes = off_m + (mma::is_16bit<T> ? 0 : sizeof(float) * std::size_t(P::tile_rows) * ld_m);
@@ -511,8 +615,10 @@ __global__ void __launch_bounds__(Policy::chunk_scan::threads, 1)
 
     extern __shared__ uint4 scan_smem[];
     unsigned char* smem = reinterpret_cast<unsigned char*>(scan_smem);
-    const layout_t L(op.dstate);
+    const bool shared_cb = scratch.cb != nullptr;
+    const layout_t L(op.dstate, shared_cb);
     const int ld_n = L.ld_n;
+    constexpr int ld_cb = layout_t::ld_cb;
     entering_t<T>* ss = reinterpret_cast<entering_t<T>*>(smem);
     float* l2s = reinterpret_cast<float*>(smem + L.off_l2);
     float* dts = reinterpret_cast<float*>(smem + L.off_dt);
@@ -538,9 +644,18 @@ __global__ void __launch_bounds__(Policy::chunk_scan::threads, 1)
     const T* b_chunk = op.B + b * op.b_sb + c0 * op.b_st + grp * op.b_sg;
     const T* c_chunk = op.C + b * op.c_sb + c0 * op.c_st + grp * op.c_sg;
     const T* x_chunk = op.x + b * op.x_sb + c0 * op.x_st + head * op.x_sh + col0;
-    const auto issue_keys = [&](int stage, int jt) {
+    const float* cb_chunk =
+        shared_cb ? scratch.cb + ((index_t(b) * (op.nheads / op.heads_per_group) + grp) * op.nchunks + chunk) *
+                                     cb_tiles_per_chunk<Policy> * index_t(cb_tile_elems<Policy>)
+                  : nullptr;
+    const auto issue_keys = [&](int stage, int qt, int jt) {
         const int j0 = jt * TK, valid = min(TK, q - j0);
-        load_tile_async<threads>(bs(stage), ld_n, b_chunk + j0 * op.b_st, op.b_st, TK, n, valid, n, op.vec_ok);
+        if (shared_cb)
+            load_tile_async<threads>(reinterpret_cast<float*>(bs(stage)), ld_cb,
+                                     cb_chunk + index_t(cb_pair(qt, jt)) * cb_tile_elems<Policy>, TK, TR, TK, TR, TK,
+                                     true);
+        else
+            load_tile_async<threads>(bs(stage), ld_n, b_chunk + j0 * op.b_st, op.b_st, TK, n, valid, n, op.vec_ok);
         load_tile_async<threads>(xs(stage), ld_x, x_chunk + j0 * op.x_st, op.x_st, TK, PMax, valid, pc, op.vec_ok);
     };
     const auto issue_queries = [&](int qt) {
@@ -553,7 +668,7 @@ __global__ void __launch_bounds__(Policy::chunk_scan::threads, 1)
     copy_floats_async<threads>(l2s, scratch.cum + ci * Policy::max_chunk, round_up(q, 4));
     copy_floats_async<threads>(dts, scratch.dtc + ci * Policy::max_chunk, round_up(q, 4));
     issue_queries(0);
-    issue_keys(0, 0);
+    issue_keys(0, 0, 0);
     cp_async_commit();
 
     mma::frag_c acc[NT];
@@ -564,7 +679,7 @@ __global__ void __launch_bounds__(Policy::chunk_scan::threads, 1)
         const int nqt = next_query ? qt + 1 : qt, njt = next_query ? 0 : jt + 1;
         const bool has_next = nqt < nq;
         if (has_next) {
-            issue_keys((step + 1) & 1, njt);
+            issue_keys((step + 1) & 1, nqt, njt);
             if (next_query) issue_queries(nqt);
         }
         cp_async_commit();
@@ -606,19 +721,20 @@ __global__ void __launch_bounds__(Policy::chunk_scan::threads, 1)
 
         // Within the chunk: acc += M X, M_ij = (C_i . B_j) exp(l_i - l_j) dt_j for j <= i.
         mma::frag_c m[TK / 8];
+        if (shared_cb) {  // the group's C B^T tile, in the accumulator layout
+            const float* cbt = reinterpret_cast<const float*>(bt);
 #pragma unroll
-        for (int i = 0; i < TK / 8; ++i) mma::zero(m[i]);
-        for (int k0 = 0; k0 < n; k0 += K) {
-            mma::frag_a<T> a;
-            mma::load_a_mk(a, ct, ld_n, wr0, k0);
-#pragma unroll
-            for (int nt = 0; nt < TK / 16; ++nt) {
-                if (j0 + nt * 16 > last_key) break;
-                mma::frag_b<T> bf[2];
-                mma::load_b2_nk(bf, bt, ld_n, nt * 16, k0);
-                mma::mma<T, fmode>(m[2 * nt], a, bf[0]);
-                mma::mma<T, fmode>(m[2 * nt + 1], a, bf[1]);
+            for (int nt = 0; nt < TK / 8; ++nt) {
+                const int col = nt * 8 + 2 * t;
+                const float2 top = *reinterpret_cast<const float2*>(cbt + (wr0 + g) * ld_cb + col);
+                const float2 bottom = *reinterpret_cast<const float2*>(cbt + (wr0 + g + 8) * ld_cb + col);
+                m[nt].v[0] = top.x;
+                m[nt].v[1] = top.y;
+                m[nt].v[2] = bottom.x;
+                m[nt].v[3] = bottom.y;
             }
+        } else {
+            warp_scores<T, fmode, TK>(m, ct, bt, ld_n, n, wr0, j0, last_key);
         }
 #pragma unroll
         for (int nt = 0; nt < TK / 8; ++nt) {
@@ -722,6 +838,12 @@ inline void check_supported(const mixer_config& cfg, index_t headdim, index_t ds
 
 inline index_t chunks_of(index_t tokens, index_t chunk) { return tokens <= 0 ? 0 : (tokens + chunk - 1) / chunk; }
 
+// Whether chunk_scan reads C B^T tiles computed once per group (see chunk_scan_policy).
+template <class Policy>
+bool shares_cb(const mixer_config& cfg) {
+    return cfg.ngroups > 0 && cfg.nheads() / cfg.ngroups >= Policy::chunk_scan::share_cb_min_heads;
+}
+
 // The chunk scratch for up to `seqlen` tokens (the same layout for scratch_bytes and run). The
 // converter needs only the chunk states and decays; the scan also the entering states and decays
 // per token.
@@ -737,6 +859,11 @@ chunk_scratch<T> take_chunk_scratch(workspace_arena& arena, const mixer_config& 
         s.entering = arena.take<entering_t<T>>(chunks * state_size);
         s.cum = arena.take<float>(chunks * Policy::max_chunk);
         s.dtc = arena.take<float>(chunks * Policy::max_chunk);
+        if (shares_cb<Policy>(cfg)) {
+            const auto group_chunks =
+                static_cast<std::size_t>(batch * cfg.ngroups * std::max<index_t>(1, chunks_of(seqlen, cfg.chunk_size)));
+            s.cb = arena.take<float>(group_chunks * cb_tiles_per_chunk<Policy> * cb_tile_elems<Policy>);
+        }
     }
     return s;
 }
@@ -857,12 +984,23 @@ void launch_state_passing(const cuda_context& ctx, const chunk_scratch<T>& scrat
     else launch(std::integral_constant<int, P::long_width>{});
 }
 
-// (3) over the operands' span, reading the states entering each chunk.
+// (3) over the operands' span, reading the states entering each chunk; first the group's C B^T
+// tiles when the scratch holds them.
 template <class T, class Policy>
 void launch_chunk_scan(const cuda_context& ctx, const operands<T>& op, const chunk_scratch<T>& scratch,
                        tensor_view<float, 4> y) {
     using P = typename Policy::chunk_scan;
-    const chunk_scan_layout<T, Policy> layout(op.dstate);
+    if (scratch.cb) {
+        const chunk_cb_layout<T, Policy> cb_layout(op.dstate);
+        constexpr auto cb_kernel = chunk_cb_kernel<T, Policy>;
+        allow_shared_memory<cb_kernel>(cb_layout.bytes, "cudaFuncSetAttribute (chunk_cb_kernel shared memory)");
+        const int tiles = (std::min(op.chunk, Policy::max_chunk) + P::tile_rows - 1) / P::tile_rows;
+        const dim3 cb_grid(static_cast<unsigned>(cb_pair(tiles, 0)), static_cast<unsigned>(op.nchunks),
+                           static_cast<unsigned>(op.batch * (op.nheads / op.heads_per_group)));
+        cb_kernel<<<cb_grid, P::threads, cb_layout.bytes, ctx.stream>>>(op, scratch.cb);
+        check_launch("ssd chunk_cb_kernel");
+    }
+    const chunk_scan_layout<T, Policy> layout(op.dstate, scratch.cb != nullptr);
     constexpr auto kernel = chunk_scan_kernel<T, Policy>;
     allow_shared_memory<kernel>(layout.bytes, "cudaFuncSetAttribute (chunk_scan_kernel shared memory)");
     const int col_tiles = (op.headdim + P::tile_cols - 1) / P::tile_cols;
