@@ -1,141 +1,130 @@
-// The chunked SSD scan on PERF.md's scan shapes: H = 32 heads, headdim 64, d_state 128, chunk 256,
-// with D and an initial state, x/B/C as views into one xBC row per token (the mixer's layout).
-// The peer, mamba_ssm's Triton SSD on the same shapes, is bench/peers/ssd_triton.py: run both in
-// one session on one device.
+// The chunked SSD scan, scan_kernel<chunked_ssd_scan, cuda>::run_with (the entry point whose
+// dimensions are runtime values; run() is run_with<T, default_policy>), chunk 256, with D and an
+// initial state, x/B/C as views into one xBC row per token (the mixer's layout):
 //
-// Timing: CUDA events around each call (eager: 3 launches), 3 warm-up calls, the median over the
-// iterations; the initial state is restored between calls outside the timed window. graph_ms: the
-// median of 20 replays of the call captured in a CUDA graph. Every input set is far above the
-// 50 MB L2 (x alone is >= 64 MiB).
+//   scan/<impl>/<dtype>/b:<65536/L>/L:<L>/h:32/p:64/n:128/g:1              L = 512 .. 65536
+//   scan/<impl>/<dtype>/b:16/L:4096/h:32/p:{64,128}/n:{64,128}/g:{1,8,32}
+//   scan/transmamba_chunk128/bf16/b:4/L:16384/h:32/p:64/n:128/g:1          the same work, chunk 128
+// impl/dtype: transmamba/bf16 (tensor cores, float32 accumulation), transmamba/fp32 (the default
+// policy: 3xTF32, float32-accurate), transmamba_tf32/fp32 (ssd::tf32_policy: one tf32 pass, ~1e-3).
+// batch x L = 65536 tokens in every case: xBC >= 285 MB (bf16) and y >= 537 MB, far above the
+// 50 MB L2, so nothing is rotated. The peer, mamba_ssm's Triton SSD on the same shapes, is
+// bench/peers/ssd_triton.py.
+//
+// Timing (bench/support/cuda_bench.cuh): CUDA events around each eager call (3 launches) on the
+// legacy default stream, 3 warm-up calls, the median; the initial state is restored before every
+// call, outside the timed window.
 // Counters:
 //   tokens_per_s, GB_per_s   bytes = x, B, C (storage type) + dt (float) read once, y (float)
-//                             written once, the state read and written; no scratch traffic
-//   TFLOP_per_s              PERF.md's nominal count b*h*L*(2*chunk*(n+p) + 4*n*p)
-//   x_bytes_floor            median / (bytes / 3.0 TB/s, the device copy rate of PERF.md)
-//   chunk_state_ms, state_passing_ms, chunk_scan_ms: the three kernels timed one by one
-#include <benchmark/benchmark.h>
-
+//                            written once, the state read and written; no scratch traffic
+//   TFLOP_per_s              PERF.md's nominal count (SPEC section 4) b*h*L*(2*chunk*(n+p) + 4*n*p)
+//   flop_fraction            of 676 (bf16), 52 (fp32, 3xTF32: float32 accuracy) or 352 (tf32) TFLOP/s
+//   x_bytes_floor            median / (bytes / 3.0 TB/s): how far above the bytes floor
+//   chunk_state_ms, state_passing_ms, chunk_scan_ms   the three kernels timed one by one (a
+//                            separate pass of 11 calls, medians)
+//   graph_ms                 the median of 20 replays of the call captured in a CUDA graph (as the
+//                            peer's graph column; eager and graph were within 2% in PERF.md, so the
+//                            graph figure is a counter, not a benchmark of its own)
 #include <cuda_bf16.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include <transmamba/backend/cuda/scan.cuh>
 
+#include "support/cuda_bench.cuh"
+
 namespace {
 
 using namespace transmamba;
-using kernels::cuda::check_cuda;
+using bf16 = __nv_bfloat16;
+using kernel = scan_kernel<chunked_ssd_scan, transmamba::cuda>;
+namespace ssd = kernels::cuda::ssd;
+using bench::check_cuda;
 
-__host__ __device__ inline std::uint64_t splitmix64(std::uint64_t z) {
-    z += 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+constexpr index_t tokens = 65536;
 
-template <class T>
-__global__ void fill_uniform(T* data, std::size_t n, std::uint64_t seed, float lo, float hi) {
-    for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x) {
-        const float u = static_cast<float>(splitmix64(seed * 0x100000001b3ull + i) >> 40) * (1.0f / 16777216.0f);
-        data[i] = kernels::cuda::from_float<T>(lo + (hi - lo) * u);
-    }
-}
-
-template <class T>
-void fill(device_buffer<T>& buf, std::uint64_t seed, float lo, float hi) {
-    fill_uniform<<<kernels::cuda::blocks_for(buf.size(), 256), 256>>>(buf.data(), buf.size(), seed, lo, hi);
-    kernels::cuda::check_launch("fill_uniform");
-}
-
-struct ssd_shape {
-    int batch, L, g;
-    int chunk = 256;
+struct shape {
+    index_t L, h, p, n, g;
+    index_t chunk = 256;
+    index_t batch() const { return tokens / L; }
 };
 
-constexpr int heads = 32, headdim = 64, dstate = 128;
+double nominal_flops(const shape& s) {
+    return double(tokens) * double(s.h) * (2.0 * double(s.chunk) * double(s.n + s.p) + 4.0 * double(s.n * s.p));
+}
+
+// Expected ms of one call, for the iteration count: the rates PERF.md measured at 64k tokens
+// (bf16 ~125, 3xTF32 ~27, tf32 ~38 TFLOP/s nominal).
+template <class T, class Policy>
+double estimate_ms(const shape& s) {
+    const double rate = std::is_same_v<T, float> ? (std::is_same_v<Policy, ssd::tf32_policy> ? 38e12 : 27e12) : 125e12;
+    return nominal_flops(s) / rate * 1e3 + 0.05;
+}
 
 template <class T, class Policy>
-void bm_chunked_ssd(benchmark::State& st, ssd_shape sh) {
+void bm_scan(benchmark::State& st, shape s) {
+    const index_t batch = s.batch(), L = s.L, rows = batch * L, h = s.h, p = s.p, n = s.n, g = s.g;
     mixer_config cfg;
     cfg.expand = 1;
-    cfg.d_model = heads * headdim;
-    cfg.headdim = headdim;
-    cfg.d_state = dstate;
-    cfg.ngroups = sh.g;
-    cfg.chunk_size = sh.chunk;
-    const int chunk = sh.chunk;
+    cfg.d_model = h * p;
+    cfg.headdim = p;
+    cfg.d_state = n;
+    cfg.ngroups = g;
+    cfg.chunk_size = s.chunk;
     cfg.validate();
-    const index_t batch = sh.batch, L = sh.L, rows = batch * L, g = sh.g;
-    const index_t width = heads * headdim + 2 * g * dstate;
-    const auto state_size = static_cast<std::size_t>(batch * heads * headdim * dstate);
+    const index_t width = cfg.conv_dim();
+    const auto state_size = static_cast<std::size_t>(batch * h * p * n);
 
     device_buffer<T> xbc(static_cast<std::size_t>(rows * width));
-    device_buffer<float> dt(static_cast<std::size_t>(rows * heads)), A(heads), D(heads), y(static_cast<std::size_t>(rows * heads * headdim)),
-        state0(state_size), state(state_size);
-    fill(xbc, 1, -1.0f, 1.0f);
-    fill(dt, 2, 1e-3f, 0.1f);
-    fill(A, 3, -1.5f, -0.05f);
-    fill(D, 4, 0.5f, 1.5f);
-    fill(state0, 5, -1.0f, 1.0f);
-    using kernel = scan_kernel<chunked_ssd_scan, transmamba::cuda>;
-    namespace ssd = kernels::cuda::ssd;
+    device_buffer<float> dt(static_cast<std::size_t>(rows * h)), A(static_cast<std::size_t>(h)),
+        D(static_cast<std::size_t>(h)), y(static_cast<std::size_t>(rows * h * p)), state0(state_size), state(state_size);
+    bench::fill_uniform(xbc, 1, -1.0f, 1.0f);
+    bench::fill_uniform(dt, 2, 1e-3f, 0.1f);
+    bench::fill_uniform(A, 3, -1.5f, -0.05f);
+    bench::fill_uniform(D, 4, 0.5f, 1.5f);
+    bench::fill_uniform(state0, 5, -1.0f, 1.0f);
     device_buffer<std::byte> scratch(ssd::chunk_scratch_bytes<T, Policy>(cfg, batch, L, /*for_scan=*/true));
 
     ssm_inputs<T> in;
-    in.x = tensor_view<const T, 4>(xbc.data(), {batch, L, heads, headdim}, {L * width, width, headdim, 1});
-    in.B = tensor_view<const T, 4>(xbc.data() + heads * headdim, {batch, L, g, dstate}, {L * width, width, dstate, 1});
-    in.C = tensor_view<const T, 4>(xbc.data() + heads * headdim + g * dstate, {batch, L, g, dstate},
-                                   {L * width, width, dstate, 1});
-    in.dt = tensor_view<const float, 3>(dt.data(), {batch, L, heads});
+    in.x = tensor_view<const T, 4>(xbc.data(), {batch, L, h, p}, {L * width, width, p, 1});
+    in.B = tensor_view<const T, 4>(xbc.data() + h * p, {batch, L, g, n}, {L * width, width, n, 1});
+    in.C = tensor_view<const T, 4>(xbc.data() + h * p + g * n, {batch, L, g, n}, {L * width, width, n, 1});
+    in.dt = tensor_view<const float, 3>(dt.data(), {batch, L, h});
     in.A = A.data();
     in.D = D.data();
-    const tensor_view<float, 4> yv(y.data(), {batch, L, heads, headdim});
-    const tensor_view<float, 4> sv(state.data(), {batch, heads, headdim, dstate});
+    const tensor_view<float, 4> yv(y.data(), {batch, L, h, p});
+    const tensor_view<float, 4> sv(state.data(), {batch, h, p, n});
     const cuda_context ctx{};
-    const auto call = [&] {
-        check_cuda(cudaMemcpyAsync(state.data(), state0.data(), state_size * sizeof(float), cudaMemcpyDeviceToDevice),
+    const workspace_span span{scratch.data(), scratch.size()};
+    const auto restore_state = [&] {
+        check_cuda(cudaMemcpyAsync(state.data(), state0.data(), state_size * sizeof(float), cudaMemcpyDeviceToDevice,
+                                   ctx.stream),
                    "cudaMemcpyAsync (initial state)");
-        kernel::run_with<T, Policy>(ctx, cfg, in, 0, L, yv, sv, {scratch.data(), scratch.size()});
     };
-    for (int i = 0; i < 3; ++i) call();
-    check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize (warm-up)");
 
-    cudaEvent_t start, stop;
-    check_cuda(cudaEventCreate(&start), "cudaEventCreate");
-    check_cuda(cudaEventCreate(&stop), "cudaEventCreate");
-    std::vector<float> times;
-    for (auto _ : st) {
-        check_cuda(cudaMemcpyAsync(state.data(), state0.data(), state_size * sizeof(float), cudaMemcpyDeviceToDevice),
-                   "cudaMemcpyAsync (initial state)");
-        check_cuda(cudaEventRecord(start), "cudaEventRecord");
-        kernel::run_with<T, Policy>(ctx, cfg, in, 0, L, yv, sv, {scratch.data(), scratch.size()});
-        check_cuda(cudaEventRecord(stop), "cudaEventRecord");
-        check_cuda(cudaEventSynchronize(stop), "cudaEventSynchronize");
-        float ms = 0;
-        check_cuda(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
-        times.push_back(ms);
-        st.SetIterationTime(ms * 1e-3);
-    }
-    // The three kernels timed one by one (a separate pass of 11 calls, medians).
+    const auto times = bench::time_iterations(st, ctx.stream, 3, restore_state,
+                                              [&] { kernel::run_with<T, Policy>(ctx, cfg, in, 0, L, yv, sv, span); });
+
+    // The three kernels timed one by one, with the launches the call above makes.
     {
         const auto op = ssd::make_operands<T, Policy>(cfg, in, 0, L, sv, "bench");
-        workspace_arena arena(align_span({scratch.data(), scratch.size()}));
+        workspace_arena arena(align_span(span));
         const auto scr = ssd::take_chunk_scratch<T, Policy>(arena, cfg, batch, L, true);
         cudaEvent_t ev[4];
         for (auto& e : ev) check_cuda(cudaEventCreate(&e), "cudaEventCreate");
-        std::vector<float> part[3];
+        std::vector<double> part[3];
         for (int rep = 0; rep < 11; ++rep) {
-            check_cuda(cudaEventRecord(ev[0]), "cudaEventRecord");
+            restore_state();
+            check_cuda(cudaEventRecord(ev[0], ctx.stream), "cudaEventRecord");
             ssd::launch_chunk_state<T, Policy>(ctx, op, scr);
-            check_cuda(cudaEventRecord(ev[1]), "cudaEventRecord");
+            check_cuda(cudaEventRecord(ev[1], ctx.stream), "cudaEventRecord");
             ssd::launch_state_passing<T, Policy>(ctx, scr, state.data(), op.batch, op.nheads, op.nchunks,
-                                                 index_t(headdim) * dstate);
-            check_cuda(cudaEventRecord(ev[2]), "cudaEventRecord");
+                                                 index_t(op.headdim) * op.dstate);
+            check_cuda(cudaEventRecord(ev[2], ctx.stream), "cudaEventRecord");
             ssd::launch_chunk_scan<T, Policy>(ctx, op, scr, yv);
-            check_cuda(cudaEventRecord(ev[3]), "cudaEventRecord");
+            check_cuda(cudaEventRecord(ev[3], ctx.stream), "cudaEventRecord");
             check_cuda(cudaEventSynchronize(ev[3]), "cudaEventSynchronize");
             for (int k = 0; k < 3; ++k) {
                 float ms = 0;
@@ -143,84 +132,47 @@ void bm_chunked_ssd(benchmark::State& st, ssd_shape sh) {
                 part[k].push_back(ms);
             }
         }
-        const char* names[3] = {"chunk_state_ms", "state_passing_ms", "chunk_scan_ms"};
-        for (int k = 0; k < 3; ++k) {
-            std::sort(part[k].begin(), part[k].end());
-            st.counters[names[k]] = part[k][part[k].size() / 2];
-        }
         for (auto& e : ev) cudaEventDestroy(e);
+        const char* names[3] = {"chunk_state_ms", "state_passing_ms", "chunk_scan_ms"};
+        for (int k = 0; k < 3; ++k) st.counters[names[k]] = bench::median(part[k]);
     }
-    // The same call captured in a CUDA graph on a stream of its own (as the peer's "graph" column).
-    {
-        cuda_stream stream;
-        const cuda_context gctx = stream.context();
-        cudaGraph_t graph = nullptr;
-        cudaGraphExec_t exec = nullptr;
-        check_cuda(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeRelaxed), "cudaStreamBeginCapture");
-        kernel::run_with<T, Policy>(gctx, cfg, in, 0, L, yv, sv, {scratch.data(), scratch.size()});
-        check_cuda(cudaStreamEndCapture(stream.get(), &graph), "cudaStreamEndCapture");
-        check_cuda(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
-        std::vector<float> replays;
-        for (int rep = 0; rep < 23; ++rep) {
-            check_cuda(cudaEventRecord(start, stream.get()), "cudaEventRecord");
-            check_cuda(cudaGraphLaunch(exec, stream.get()), "cudaGraphLaunch");
-            check_cuda(cudaEventRecord(stop, stream.get()), "cudaEventRecord");
-            check_cuda(cudaEventSynchronize(stop), "cudaEventSynchronize");
-            float ms = 0;
-            check_cuda(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
-            if (rep >= 3) replays.push_back(ms);
-        }
-        std::sort(replays.begin(), replays.end());
-        st.counters["graph_ms"] = replays[replays.size() / 2];
-        cudaGraphExecDestroy(exec);
-        cudaGraphDestroy(graph);
-    }
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    std::sort(times.begin(), times.end());
-    const double median_ms = times[times.size() / 2];
-    const double seconds = median_ms * 1e-3;
-    const double bytes = double(rows) * width * sizeof(T) + double(rows) * heads * sizeof(float) +
-                         double(rows) * heads * headdim * sizeof(float) + 2.0 * state_size * sizeof(float);
-    const double flops = double(rows) * heads * (2.0 * chunk * (dstate + headdim) + 4.0 * dstate * headdim);
-    st.counters["median_ms"] = median_ms;
-    st.counters["tokens_per_s"] = double(rows) / seconds;
-    st.counters["GB_per_s"] = bytes / seconds * 1e-9;
-    st.counters["TFLOP_per_s"] = flops / seconds * 1e-12;
-    st.counters["x_bytes_floor"] = seconds / (bytes / 3.0e12);
+    st.counters["graph_ms"] = bench::graph_median_ms(
+        20, [&](const cuda_context& gctx) { kernel::run_with<T, Policy>(gctx, cfg, in, 0, L, yv, sv, span); });
+
+    bench::work_counts w;
+    w.tokens = double(rows);
+    w.flops = nominal_flops(s);
+    w.bytes = double(rows) * double(width) * sizeof(T) + double(rows * h) * sizeof(float) +
+              double(rows * h * p) * sizeof(float) + 2.0 * double(state_size) * sizeof(float);
+    w.ceiling = bench::ceiling_TFLOP_per_s(std::is_same_v<Policy, ssd::tf32_policy> ? "tf32" : bench::dtype_name<T>());
+    bench::set_counters(st, times, w);
+    const double sec = bench::median(times) * 1e-3;
+    if (sec > 0) st.counters["x_bytes_floor"] = sec / (w.bytes / (bench::copy_GB_per_s * 1e9));
 }
 
 template <class T, class Policy>
-void add(const std::string& name, ssd_shape sh) {
-    benchmark::RegisterBenchmark(name.c_str(), [sh](benchmark::State& st) { bm_chunked_ssd<T, Policy>(st, sh); })
-        ->UseManualTime()
-        ->Unit(benchmark::kMillisecond)
-        ->Iterations(40);
+void add(const char* impl, const shape& s) {
+    const auto name = bench::bench_name("scan", impl, bench::dtype_name<T>(),
+                                        {{"b", s.batch()}, {"L", s.L}, {"h", s.h}, {"p", s.p}, {"n", s.n}, {"g", s.g}});
+    bench::add(name, bench::iterations_for(estimate_ms<T, Policy>(s), 1000.0, 5, 40),
+               [s](benchmark::State& st) { bm_scan<T, Policy>(st, s); });
+}
+
+template <class T, class Policy>
+void add_all(const char* impl) {
+    for (index_t L = 512; L <= tokens; L *= 2) add<T, Policy>(impl, {L, 32, 64, 128, 1});
+    for (index_t p : {64, 128})
+        for (index_t n : {64, 128})
+            for (index_t g : {1, 8, 32})
+                if (!(p == 64 && n == 128 && g == 1)) add<T, Policy>(impl, {4096, 32, p, n, g});  // in the sweep
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    namespace ssd = kernels::cuda::ssd;
-    using bf16 = __nv_bfloat16;
-    // PERF.md's table: tokens (B x L), G, dtype.
-    add<bf16, ssd::default_policy>("ssd/16k_8x2048/g1/bf16", {8, 2048, 1});
-    add<bf16, ssd::default_policy>("ssd/16k_8x2048/g8/bf16", {8, 2048, 8});
-    add<bf16, ssd::default_policy>("ssd/64k_32x2048/g1/bf16", {32, 2048, 1});
-    add<float, ssd::default_policy>("ssd/64k_32x2048/g1/fp32_3xtf32", {32, 2048, 1});
-    add<float, ssd::tf32_policy>("ssd/64k_32x2048/g1/fp32_tf32", {32, 2048, 1});
-    add<bf16, ssd::default_policy>("ssd/256k_128x2048/g1/bf16", {128, 2048, 1});
-    add<bf16, ssd::default_policy>("ssd/256k_16x16384/g1/bf16", {16, 16384, 1});
-    add<bf16, ssd::default_policy>("ssd/256k_16x16384/g8/bf16", {16, 16384, 8});
-    add<float, ssd::default_policy>("ssd/256k_16x16384/g1/fp32_3xtf32", {16, 16384, 1});
-    add<float, ssd::tf32_policy>("ssd/256k_16x16384/g1/fp32_tf32", {16, 16384, 1});
-    // Not in PERF.md: the same work with 128-token chunks (the layer's chunk_size is the caller's choice).
-    add<bf16, ssd::default_policy>("ssd/256k_16x16384/g1/bf16_chunk128", {16, 16384, 1, 128});
-
-    cudaDeviceProp prop{};
-    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) benchmark::AddCustomContext("device", prop.name);
-    benchmark::Initialize(&argc, argv);
-    benchmark::RunSpecifiedBenchmarks();
-    benchmark::Shutdown();
-    return 0;
+    add_all<bf16, ssd::default_policy>("transmamba");
+    add<bf16, ssd::default_policy>("transmamba_chunk128", {16384, 32, 64, 128, 1, 128});
+    add_all<float, ssd::default_policy>("transmamba");
+    add_all<float, ssd::tf32_policy>("transmamba_tf32");
+    return transmamba::bench::run_main(argc, argv);
 }
