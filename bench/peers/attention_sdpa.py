@@ -1,141 +1,283 @@
 #!/usr/bin/env python3
-"""Peer for bench/cuda/attention.cu: PyTorch scaled_dot_product_attention(is_causal=True) on the
-same TransMamba attention (Q=C, K=B, V=x), bf16, batch * L = 16384 tokens, 32 heads, headdim p = 64,
-d_state n = 128, as a PyTorch user runs it: C and B repeated per head,
-q: (b, h, L, n), k: (b, h, L, n), v: (b, h, L, p).
+"""Peer for bench/cuda/attention.cu: PyTorch `scaled_dot_product_attention(is_causal=True)` on the
+TransMamba attention (SPEC section 3: Q = C, K = B, V = x, scale 1/sqrt(n), plus the D skip).
 
-Reports, per L: which SDPA backend the default dispatch runs (kernel names from the profiler), its
-median time (triton.testing.do_bench) and TFLOP/s counted per head, 2*b*h*L^2/2*(n + p); the
-time of the per-head repeat of C and B (g = 1, 8, 32) that the user also pays; each backend forced
-in turn; and FA2 itself at n = p = 64 and n = p = 128 (FA2 needs n == p), the reference figure for
-the speed goal. Also tried: the grouped formulation a careful user could write, one "head" per
-group with value dim (h/g)*p (q, k: (b, g, L, n), v: (b, g, L, h/g*p)).
+What is measured (every time a median of triton.testing.do_bench, which flushes the L2 before each
+call; inputs are far above the 50 MiB L2 anyway):
 
-Usage: python3 bench/peers/attention_sdpa.py [--json out.json]
+- `attention/sdpa/...`: the path a PyTorch user writes, timed as a whole: x, B, C are views into
+  one xBC buffer (b, L, h*p + 2*g*n) as the layer produces them; C and B are repeated per head
+  (`repeat_interleave`, none when g = h), SDPA runs with the default dispatch, and
+  `y = o + D * x` (float32, as our kernel writes y). The repeat IS in the time.
+- `attention/sdpa_kernel/...`: the SDPA call alone on contiguous per-head q, k (b, h, L, n) and
+  v (b, h, L, p). The call does not depend on g: it is timed once and written for every g so that
+  it lines up with our rows.
+- `attention/sdpa_kernel_<backend>/...` (full run only, g = 1): the same call with each SDPA
+  backend forced (flash, efficient, cudnn); a backend that refuses the shapes (FA2 needs n == p)
+  is listed in the context under "unsupported".
+- `attention/fa2/...`: FlashAttention-2 (SDPA with the flash backend forced) at n = p = 64 and
+  n = p = 128, its supported case: the reference rate for our kernel.
+
+The default backend (kernel names from the profiler) is written into each record as "backend".
+FLOP counts follow SPEC section 4 (causal half, L^2 / 2 pairs): TFLOP_per_s counts the algorithm,
+2 * b * L^2/2 * (g*n + h*p) (scores once per group, values per head); equiv_TFLOP_per_s counts what
+SDPA executes per head, 2 * b * L^2/2 * h * (n + p); fa2 counts 4 * b * h * L^2/2 * d.
+flop_fraction is TFLOP_per_s over the measured GEMM ceiling of the dtype (bf16 676, fp32 52).
+
+Shapes: h = 32, p = 64, n = 128, b * L = 65536 tokens, L = 512 .. 65536, g = 1, 8, 32; at
+L = 4096 also p in {64, 128} x n in {64, 128}; fp32 for L <= 8192 (full run). Names follow the
+project's convention, e.g. attention/sdpa/bf16/b:16/L:4096/h:32/p:64/n:128/g:1/graph:0 (eager).
+
+Usage: python3 bench/peers/attention_sdpa.py [--json out.json] [--quick] [--budget SECONDS]
+The JSON file is rewritten after every shape, so a run cut short keeps what it measured.
 """
 import argparse
+import datetime
 import json
+import os
+import platform
+import time
 
 import torch
 import torch.nn.functional as F
+import triton
 import triton.testing
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-TOKENS, HEADS, P, N = 16384, 32, 64, 128
-LENGTHS = [1024, 2048, 4096, 8192, 16384]
+TOKENS = 65536
+HEADS, HEADDIM, D_STATE = 32, 64, 128
+SWEEP_L = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
+QUICK_L = [1024, 4096, 16384]
 GROUPS = [1, 8, 32]
-BACKENDS = {
-    "flash": SDPBackend.FLASH_ATTENTION,
-    "efficient": SDPBackend.EFFICIENT_ATTENTION,
-    "cudnn": SDPBackend.CUDNN_ATTENTION,
-}
+VARIANT_L = 4096
+VARIANTS = [(p, n) for p in (64, 128) for n in (64, 128) if (p, n) != (HEADDIM, D_STATE)]
+FP32_MAX_L = 8192
+FORCED = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+          "cudnn": SDPBackend.CUDNN_ATTENTION}
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
+# --- the naming convention and the JSON file (the same few helpers in every peer script) ---------
+KEY_ORDER = ("b", "L", "h", "p", "n", "g", "P", "cache", "graph")
+CEILING_TFLOPS = {"bf16": 676.0, "f16": 676.0, "tf32": 352.0, "fp32": 52.0}
+BANDWIDTH_GBS = 3000.0
+
+
+def bench_name(component, impl, dtype, **keys):
+    """`<component>/<impl>/<dtype>/<key>:<value>/...` with the keys in the convention's order."""
+    unknown = set(keys) - set(KEY_ORDER)
+    assert not unknown, f"keys outside the convention: {unknown}"
+    return "/".join([component, impl, dtype] + [f"{k}:{keys[k]}" for k in KEY_ORDER if keys.get(k) is not None])
+
+
+def make_record(name, ms, *, flops=None, nbytes=None, tokens=None, ceiling=None, **extra):
+    """A Google-Benchmark-style record: the median time and the rates derived from it."""
+    rec = {"name": name, "run_name": name, "run_type": "iteration", "real_time": ms, "time_unit": "ms",
+           "median_ms": ms}
+    seconds = ms * 1e-3
+    if tokens:
+        rec["tokens_per_s"] = tokens / seconds
+    if flops:
+        rec["TFLOP_per_s"] = flops / seconds * 1e-12
+        if ceiling:
+            rec["flop_fraction"] = rec["TFLOP_per_s"] / ceiling
+    if nbytes:
+        rec["GB_per_s"] = nbytes / seconds * 1e-9
+        rec["byte_fraction"] = rec["GB_per_s"] / BANDWIDTH_GBS
+    rec.update(extra)
+    return rec
+
+
+class Results:
+    """Collects records; rewrites the JSON file (atomically) after every addition."""
+
+    def __init__(self, path, context):
+        self.path, self.context, self.records = path, context, []
+
+    def add(self, rec):
+        self.records.append(rec)
+        rates = "".join(f"  {k} {rec[k]:.1f}" for k in ("TFLOP_per_s", "GB_per_s") if k in rec)
+        print(f"{rec['name']:70s} {rec['median_ms']:10.4f} ms{rates}", flush=True)
+        self.save()
+
+    def save(self):
+        if not self.path:
+            return
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"context": self.context, "benchmarks": self.records}, f, indent=1)
+        os.replace(tmp, self.path)
+
+
+def base_context(script, args):
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "host_name": platform.node(),
+        "executable": script,
+        "device": torch.cuda.get_device_name(),
+        "compute_capability": f"{props.major}.{props.minor}",
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "cudnn_version": torch.backends.cudnn.version(),
+        "triton_version": triton.__version__,
+        "quick": args.quick,
+        "budget_s": args.budget,
+        "skipped": [],
+        "errors": [],
+    }
+
+
+def run_cases(cases, budget_s, results):
+    """Runs (label, fn) in order until the time budget is spent; the rest are listed as skipped."""
+    deadline = time.monotonic() + budget_s
+    for label, fn in cases:
+        if time.monotonic() > deadline:
+            results.context["skipped"].append(label)
+            print(f"skipped (time budget): {label}", flush=True)
+            continue
+        try:
+            fn()
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as e:  # refused shapes, memory
+            msg = f"{label}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            results.context["errors"].append(msg)
+            print("error:", msg, flush=True)
+        torch.cuda.empty_cache()
+    results.save()
+
+
+# --- measurement ----------------------------------------------------------------------------------
 
 def median_ms(fn):
-    return triton.testing.do_bench(fn, warmup=25, rep=150, return_mode="median")
-
-
-def tflops(flops, ms):
-    return flops / (ms * 1e-3) / 1e12
+    """Median of triton.testing.do_bench (L2 flushed before each call), after one warm call."""
+    fn()
+    torch.cuda.synchronize()
+    return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")
 
 
 def kernels_of(fn):
+    """Names of the CUDA kernels one call launches (which SDPA backend the dispatch chose)."""
     fn()
     torch.cuda.synchronize()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
     names = sorted({e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA})
-    return [n[:90] for n in names]
+    return "; ".join(n[:80] for n in names)
 
 
-def try_backend(backend, fn):
-    try:
-        with sdpa_kernel([backend]):
-            fn()
-            torch.cuda.synchronize()
-            return median_ms(fn)
-    except RuntimeError as e:  # the backend refuses the shapes
-        return "unsupported: " + str(e).split("\n")[0][:100]
+def sdpa_flops(b, L, h, p, n, g):
+    """(algorithm flops per SPEC 4, flops SDPA executes per head), causal half."""
+    pairs = L * L / 2
+    return 2 * b * pairs * (g * n + h * p), 2 * b * pairs * h * (n + p)
+
+
+def transmamba_attention(results, L, p, n, groups, dtype_name):
+    """SDPA on one TransMamba attention shape: the kernel alone, then the user path for each g."""
+    dtype, dev, h = DTYPES[dtype_name], "cuda", HEADS
+    b = TOKENS // L
+    ceiling = CEILING_TFLOPS[dtype_name]
+    q = torch.empty(b, h, L, n, device=dev, dtype=dtype).uniform_(-1, 1)
+    k = torch.empty(b, h, L, n, device=dev, dtype=dtype).uniform_(-1, 1)
+    v = torch.empty(b, h, L, p, device=dev, dtype=dtype).uniform_(-1, 1)
+    call = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    backend = kernels_of(call)
+    kernel_ms = median_ms(call)
+    for g in groups:
+        algo, equiv = sdpa_flops(b, L, h, p, n, g)
+        name = bench_name("attention", "sdpa_kernel", dtype_name, b=b, L=L, h=h, p=p, n=n, g=g, graph=0)
+        results.add(make_record(name, kernel_ms, flops=algo, tokens=b * L, ceiling=ceiling,
+                                equiv_TFLOP_per_s=equiv / (kernel_ms * 1e-3) * 1e-12, backend=backend,
+                                note="the same call for every g"))
+    del q, k, v
+    D = torch.empty(h, device=dev, dtype=torch.float32).uniform_(0.5, 1.5)
+    for g in groups:
+        width = h * p + 2 * g * n
+        xbc = torch.empty(b, L, width, device=dev, dtype=dtype).uniform_(-1, 1)
+        x = xbc[..., :h * p].view(b, L, h, p)
+        B = xbc[..., h * p:h * p + g * n].view(b, L, g, n)
+        C = xbc[..., h * p + g * n:].view(b, L, g, n)
+        per_head = (lambda t: t) if g == h else (lambda t: t.repeat_interleave(h // g, dim=2))
+
+        def user_path():
+            o = F.scaled_dot_product_attention(per_head(C).transpose(1, 2), per_head(B).transpose(1, 2),
+                                               x.transpose(1, 2), is_causal=True)
+            return o.transpose(1, 2) + D[:, None] * x  # (b, L, h, p), float32
+
+        ms = median_ms(user_path)
+        algo, equiv = sdpa_flops(b, L, h, p, n, g)
+        name = bench_name("attention", "sdpa", dtype_name, b=b, L=L, h=h, p=p, n=n, g=g, graph=0)
+        results.add(make_record(name, ms, flops=algo, tokens=b * L, ceiling=ceiling,
+                                equiv_TFLOP_per_s=equiv / (ms * 1e-3) * 1e-12, backend=backend,
+                                note="repeat of C, B per head and y = o + D x included"))
+        del xbc, x, B, C
+
+
+def forced_backends(results, L):
+    """The SDPA call on the base shape (g = 1) with each backend forced in turn."""
+    dev, h, p, n = "cuda", HEADS, HEADDIM, D_STATE
+    b = TOKENS // L
+    q = torch.empty(b, h, L, n, device=dev, dtype=torch.bfloat16).uniform_(-1, 1)
+    k = torch.empty(b, h, L, n, device=dev, dtype=torch.bfloat16).uniform_(-1, 1)
+    v = torch.empty(b, h, L, p, device=dev, dtype=torch.bfloat16).uniform_(-1, 1)
+    call = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    algo, equiv = sdpa_flops(b, L, h, p, n, 1)
+    for label, which in FORCED.items():
+        try:
+            with sdpa_kernel([which]):
+                ms = median_ms(call)
+        except RuntimeError as e:  # FA2 refuses n != p
+            results.context.setdefault("unsupported", []).append(
+                f"{label} at L={L} p={p} n={n}: {str(e).splitlines()[0][:120]}")
+            continue
+        name = bench_name("attention", f"sdpa_kernel_{label}", "bf16", b=b, L=L, h=h, p=p, n=n, g=1, graph=0)
+        results.add(make_record(name, ms, flops=algo, tokens=b * L, ceiling=CEILING_TFLOPS["bf16"],
+                                equiv_TFLOP_per_s=equiv / (ms * 1e-3) * 1e-12))
+
+
+def fa2_reference(results, L):
+    """FlashAttention-2 (flash backend forced) at n = p = 64 and 128: the reference rate."""
+    b, h = TOKENS // L, HEADS
+    for d in (64, 128):
+        q, k, v = (torch.empty(b, h, L, d, device="cuda", dtype=torch.bfloat16).uniform_(-1, 1) for _ in range(3))
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+        flops = 4 * b * h * (L * L / 2) * d
+        name = bench_name("attention", "fa2", "bf16", b=b, L=L, h=h, p=d, n=d, graph=0)
+        results.add(make_record(name, ms, flops=flops, tokens=b * L, ceiling=CEILING_TFLOPS["bf16"]))
+        del q, k, v
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--json", default=None)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", help="write the records here (rewritten after every shape)")
+    ap.add_argument("--quick", action="store_true", help="L = 1024, 4096, 16384 only, bf16, no variants")
+    ap.add_argument("--budget", type=float, default=150.0, help="seconds; shapes left when it is spent are skipped")
     args = ap.parse_args()
     torch.manual_seed(0)
-    dev = torch.device("cuda")
-    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")
-    results = []
-    for L in LENGTHS:
-        b = TOKENS // L
-        pairs = L * L / 2
-        row = {"L": L, "batch": b}
-        # Per head, as a PyTorch user runs it (the repeated C and B are materialised once, outside
-        # the timed call; their cost is timed separately below).
-        q = torch.randn(b, HEADS, L, N, device=dev, dtype=torch.bfloat16)
-        k = torch.randn(b, HEADS, L, N, device=dev, dtype=torch.bfloat16)
-        v = torch.randn(b, HEADS, L, P, device=dev, dtype=torch.bfloat16)
-        run = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        flops_equiv = 2 * b * HEADS * pairs * (N + P)
-        row["default_kernels"] = kernels_of(run)
-        ms = median_ms(run)
-        row["sdpa_ms"] = ms
-        row["sdpa_equiv_tflops"] = tflops(flops_equiv, ms)
-        for name, backend in BACKENDS.items():
-            r = try_backend(backend, run)
-            row[f"sdpa_{name}_ms"] = r
-        # The repeat per head of C and B (b, L, g, n) -> (b, h, L, n), for each g.
-        for g in GROUPS:
-            C = torch.randn(b, L, g, N, device=dev, dtype=torch.bfloat16)
-            Bk = torch.randn(b, L, g, N, device=dev, dtype=torch.bfloat16)
-            rep = lambda: (C.repeat_interleave(HEADS // g, dim=2).transpose(1, 2).contiguous(),
-                           Bk.repeat_interleave(HEADS // g, dim=2).transpose(1, 2).contiguous())
-            row[f"repeat_g{g}_ms"] = median_ms(rep)
-            # Grouped: one head per group, value dim (h/g)*p.
-            qg = C.transpose(1, 2).contiguous()
-            kg = Bk.transpose(1, 2).contiguous()
-            vg = torch.randn(b, g, L, HEADS // g * P, device=dev, dtype=torch.bfloat16)
-            grouped = lambda: F.scaled_dot_product_attention(qg, kg, vg, is_causal=True)
-            try:
-                gms = median_ms(grouped)
-                row[f"grouped_g{g}_ms"] = gms
-                row[f"grouped_g{g}_kernels"] = kernels_of(grouped)
-            except RuntimeError as e:
-                row[f"grouped_g{g}_ms"] = "unsupported: " + str(e).split("\n")[0][:100]
-            del C, Bk, qg, kg, vg
-        del q, k, v
-        # FA2 at n = p (its supported case): the reference rate.
-        for d in (64, 128):
-            q = torch.randn(b, HEADS, L, d, device=dev, dtype=torch.bfloat16)
-            k = torch.randn(b, HEADS, L, d, device=dev, dtype=torch.bfloat16)
-            v = torch.randn(b, HEADS, L, d, device=dev, dtype=torch.bfloat16)
-            r = try_backend(SDPBackend.FLASH_ATTENTION,
-                            lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
-            row[f"fa2_d{d}_ms"] = r
-            if isinstance(r, float):
-                row[f"fa2_d{d}_tflops"] = tflops(4 * b * HEADS * pairs * d, r)
-            del q, k, v
-        results.append(row)
-        torch.cuda.empty_cache()
+    context = base_context("bench/peers/attention_sdpa.py", args)
+    context["timing"] = "triton.testing.do_bench(warmup=25 ms, rep=200 ms) median, L2 flushed before each call, eager"
+    results = Results(args.json, context)
+    print(f"{context['device']}  torch {torch.__version__}  cuDNN {context['cudnn_version']}  "
+          f"triton {triton.__version__}", flush=True)
 
-    print("\nSDPA on TransMamba attention, bf16, 16384 tokens, h=32, p=64, n=128 (C, B repeated per head)")
-    print("default backend kernels:", {r["L"]: r["default_kernels"] for r in results})
-    hdr = f"{'L':>6} {'b':>3} {'sdpa ms':>9} {'equivTF':>8} {'flash':>10} {'effic':>9} {'cudnn':>9} " \
-          f"{'rep g1':>7} {'rep g8':>7} {'rep g32':>7} {'grp g1':>8} {'grp g8':>8} {'grp g32':>8} " \
-          f"{'FA2 d64 ms/TF':>15} {'FA2 d128 ms/TF':>15}"
-    print(hdr)
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else "n/a"
-    for r in results:
-        print(f"{r['L']:>6} {r['batch']:>3} {r['sdpa_ms']:>9.3f} {r['sdpa_equiv_tflops']:>8.1f} "
-              f"{fmt(r['sdpa_flash_ms']):>10} {fmt(r['sdpa_efficient_ms']):>9} {fmt(r['sdpa_cudnn_ms']):>9} "
-              f"{r['repeat_g1_ms']:>7.3f} {r['repeat_g8_ms']:>7.3f} {r['repeat_g32_ms']:>7.3f} "
-              f"{fmt(r['grouped_g1_ms']):>8} {fmt(r['grouped_g8_ms']):>8} {fmt(r['grouped_g32_ms']):>8} "
-              f"{fmt(r.get('fa2_d64_ms')):>7}/{r.get('fa2_d64_tflops', 0):>6.1f} "
-              f"{fmt(r.get('fa2_d128_ms')):>7}/{r.get('fa2_d128_tflops', 0):>6.1f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    lengths = QUICK_L if args.quick else SWEEP_L
+    cases = []
+    for L in lengths:  # the main sweep first: ours against SDPA, and the FA2 reference rate
+        cases.append((f"bf16 L={L}", lambda L=L: transmamba_attention(results, L, HEADDIM, D_STATE, GROUPS, "bf16")))
+        cases.append((f"fa2 L={L}", lambda L=L: fa2_reference(results, L)))
+    if not args.quick:
+        for p, n in VARIANTS:
+            cases.append((f"bf16 L={VARIANT_L} p={p} n={n}",
+                          lambda p=p, n=n: transmamba_attention(results, VARIANT_L, p, n, GROUPS, "bf16")))
+        for L in lengths:
+            cases.append((f"forced backends L={L}",
+                          lambda L=L: forced_backends(results, L)))
+        for L in [L for L in lengths if L <= FP32_MAX_L]:
+            cases.append((f"fp32 L={L}", lambda L=L: transmamba_attention(results, L, HEADDIM, D_STATE, GROUPS, "fp32")))
+    run_cases(cases, args.budget, results)
+    for line in context.get("unsupported", []):
+        print("unsupported:", line)
+    print(f"{len(results.records)} records; skipped {len(context['skipped'])}; errors {len(context['errors'])}")
 
 
 if __name__ == "__main__":
