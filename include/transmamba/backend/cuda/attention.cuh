@@ -87,11 +87,15 @@ struct cuda_attention_tuning<64> {
     static constexpr int min_blocks_per_sm = 2;
 };
 
-// CTA order (attention_tile): the keys and values of the slices of one wave take at most this share
+// CTA order (attention_tile): the keys and values of the slices of one wave take at most l2_share
 // of the L2. Measured against one wave of all slices (heaviest tile first over the whole grid):
-// 5-14% faster for g = 8 and g = 32 and for g = 1 at L = 16384, 5% slower for g = 1 at L <= 4096.
+// 5-14% faster for g = 8 and g = 32 and for g = 1 at L = 16384. But a wave must also hold at least
+// min_cta_waves rounds of CTAs over the whole GPU, or its causal tail (few heavy tiles) idles most
+// SMs at every wave boundary: with it, g = 1 at L = 1024..4096 runs 6-12% faster (H100, bf16,
+// L = 4096: 0.945 -> 0.827 ms), g = 8 and L >= 8192 unchanged (docs/PERF.md).
 struct cuda_attention_schedule {
     static constexpr double l2_share = 0.5;
+    static constexpr int min_cta_waves = 8;
 };
 
 // The float32 SIMT kernel.
@@ -813,15 +817,20 @@ private:
     // Slices per wave (see attention_tile): as many as fit in l2_share of this device's L2, given
     // the bytes of keys and values one slice reads.
     template <class T>
-    static int slices_per_wave(const kernels::cuda::prefill::attention_args<T>& a, std::size_t slice_bytes) {
-        int device = 0, l2 = 0;
+    static int slices_per_wave(const kernels::cuda::prefill::attention_args<T>& a, std::size_t slice_bytes,
+                               int blocks_per_sm) {
+        int device = 0, l2 = 0, sms = 0;
         kernels::cuda::check_cuda(cudaGetDevice(&device), "cudaGetDevice");
         kernels::cuda::check_cuda(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device),
                                   "cudaDeviceGetAttribute (L2 size)");
+        kernels::cuda::check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device),
+                                  "cudaDeviceGetAttribute (multiprocessor count)");
         const auto budget = static_cast<std::size_t>(cuda_attention_schedule::l2_share * l2);
         const std::size_t slices = std::size_t(a.col_chunks) * a.groups * a.batch;
         const std::size_t fit = slice_bytes > 0 ? budget / slice_bytes : slices;
-        return static_cast<int>(std::clamp<std::size_t>(fit, 1, slices));
+        const std::size_t cta_rounds = std::size_t(cuda_attention_schedule::min_cta_waves) * sms * blocks_per_sm;
+        const std::size_t enough = (cta_rounds + a.query_tiles - 1) / std::max(a.query_tiles, 1);
+        return static_cast<int>(std::clamp<std::size_t>(std::max(fit, enough), 1, slices));
     }
 
     template <class T, int N>
@@ -845,7 +854,7 @@ private:
                                      sizeof(float) * 2 * s_key_warps * BR;
         a.query_tiles = static_cast<int>((a.prefix + BR - 1) / BR);
         a.col_chunks = (a.group_cols + VC - 1) / VC;
-        a.slices_per_wave = slices_per_wave(a, std::size_t(a.prefix) * (N + VC) * sizeof(T));
+        a.slices_per_wave = slices_per_wave(a, std::size_t(a.prefix) * (N + VC) * sizeof(T), Tuning::min_blocks_per_sm);
         const auto blocks = std::size_t(a.query_tiles) * a.col_chunks * a.groups * a.batch;
         require(blocks < (std::size_t(1) << 31), "attention: too many tiles for one launch");
         auto kernel = kp::attention_mma_kernel<T, N, Tuning>;
@@ -861,7 +870,8 @@ private:
         using tuning = cuda_attention_simt_tuning;
         a.query_tiles = static_cast<int>((a.prefix + tuning::query_tile - 1) / tuning::query_tile);
         a.col_chunks = (a.group_cols + tuning::value_cols - 1) / tuning::value_cols;
-        a.slices_per_wave = slices_per_wave(a, std::size_t(a.prefix) * (a.state + tuning::value_cols) * sizeof(float));
+        a.slices_per_wave =
+            slices_per_wave(a, std::size_t(a.prefix) * (a.state + tuning::value_cols) * sizeof(float), 1);
         const std::size_t smem = sizeof(float) * (std::size_t(tuning::query_tile + tuning::key_tile) * (a.state + 1) +
                                                   tuning::key_tile * tuning::value_cols +
                                                   tuning::query_tile * (tuning::key_tile + 1));
