@@ -1,0 +1,177 @@
+// One decoding step of a TransMamba mixer on the GPU: mixer<bf16, cuda>::step, the library's decode
+// path (SPEC section 5), 64 heads x headdim 64 x d_state 128 (d_model 2048, expand 2), bf16
+// storage, float32 state, random weights in a trained model's ranges (block/random_init.hpp):
+//
+//   decode_ssm/transmamba/bf16/b:1/h:64/p:64/n:128/g:{1,8}/graph:0
+//       a step at a position >= P: in-projection GEMV, conv over the window, time steps, the SSM
+//       update S = a S + dt x B^T, y = S C + D x (the chunked SSD over a one-token span), gated
+//       RMSNorm, out-projection GEMV
+//   decode_attention/transmamba/bf16/b:1/h:64/p:64/n:128/g:{1,8}/cache:{1024,8192}/graph:0
+//       a step below P over a KV cache of `cache` tokens: the same projections, the token's key and
+//       value appended, decode_attention_kernel over the cache
+//
+// Batch 1 only: the library decodes one sequence per decode state (mixer::prefill requires batch 1,
+// mixer::step takes one token); batch > 1 is not supported by the library, so it is not measured.
+//
+// Eager only (graph:0): a step cannot be captured in a CUDA graph. Its input check
+// (mixer::check_inputs -> backend_traits<cuda>::first_non_finite) allocates an 8-byte device flag
+// (cudaMalloc / cudaFree), copies it to the host and synchronises the stream at every step, which
+// stream capture forbids. The timings include that check (a host round trip per step).
+//
+// Setup per benchmark: 4 layers with their own weights and decode states, stepped in turn (as a
+// model's stack does), so no step finds its layer's weights (52 MB in bf16) or cache in the 50 MB
+// L2 from the step before. SSM side: prefill of a 16-token prompt at P = 0. Attention side: P =
+// max_tokens = cache + 8, prefill of cache - 1 tokens, and before every step the position is set
+// back to cache - 1, so every timed step appends at slot cache - 1 and attends over exactly `cache`
+// tokens (outside the timed window: a host-side field).
+//
+// Timing (bench/support/cuda_bench.cuh): CUDA events on the legacy default stream around each
+// step, 3 warm-up steps per layer, a fixed iteration count, the median.
+// Counters:
+//   tokens_per_s  1 / median (batch 1)
+//   GB_per_s      bytes a step must touch: the weights (in_proj, out_proj, conv, dt_bias, A_log, D,
+//                 norm; storage type), the conv window (read and written, float32), and the float32
+//                 SSM state read and written (decode_ssm) or the bf16 KV cache read (decode_attention)
+//   TFLOP_per_s   2*d_model*d_in_proj + 2*d_inner*d_model, plus 6*h*p*n (SSM update and readout) or
+//                 2*cache*(g*n + h*p) (scores once per group, values per head)
+//   flop_fraction, byte_fraction   of 676 TFLOP/s and 3000 GB/s
+#include <cuda_bf16.h>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <transmamba/backend/cuda.cuh>
+#include <transmamba/block/mixer.hpp>
+
+#include "support/cuda_bench.cuh"
+
+namespace {
+
+using namespace transmamba;
+using bf16 = __nv_bfloat16;
+using layer_type = mixer<bf16, transmamba::cuda>;
+
+constexpr index_t d_model = 2048, expand = 2, headdim = 64, d_state = 128;
+constexpr int layers = 4;
+constexpr index_t ssm_prompt = 16;
+
+mixer_config layer_config(index_t g) {
+    mixer_config c;
+    c.d_model = d_model;
+    c.expand = expand;
+    c.headdim = headdim;
+    c.d_state = d_state;
+    c.ngroups = g;
+    c.validate();
+    return c;
+}
+
+// The layers of one g, kept while consecutive benchmarks use them (drawing 4 x 26M random
+// weights on the host takes seconds).
+std::array<std::unique_ptr<layer_type>, layers>& layers_for(index_t g) {
+    static std::array<std::unique_ptr<layer_type>, layers> cached;
+    static index_t cached_g = 0;
+    if (!cached[0] || cached_g != g) {
+        for (int i = 0; i < layers; ++i) {
+            cached[i].reset();
+            cached[i] = std::make_unique<layer_type>(layer_config(g));
+            randomize(cached[i]->params(), 77 + 10 * static_cast<std::uint64_t>(g) + static_cast<std::uint64_t>(i));
+        }
+        cached_g = g;
+    }
+    return cached;
+}
+
+struct shape {
+    index_t g;
+    index_t cache;  // 0: the SSM side
+};
+
+double step_flops(const mixer_config& c, index_t cache) {
+    const double proj = 2.0 * double(c.d_model * c.d_in_proj()) + 2.0 * double(c.d_inner() * c.d_model);
+    if (cache == 0) return proj + 6.0 * double(c.nheads() * c.headdim * c.d_state);
+    return proj + 2.0 * double(cache) * double(c.ngroups * c.d_state + c.nheads() * c.headdim);
+}
+
+double step_bytes(const mixer_config& c, index_t cache) {
+    const double weights = double(c.d_in_proj() * c.d_model + c.d_model * c.d_inner() + c.conv_dim() * (c.d_conv + 1) +
+                                  3 * c.nheads() + c.d_inner()) *
+                           sizeof(bf16);
+    const double window = 2.0 * double((c.d_conv - 1) * c.d_in_proj()) * sizeof(float);
+    const double side = cache == 0 ? 2.0 * double(c.nheads() * c.headdim * c.d_state) * sizeof(float)
+                                   : double(cache) * double(c.ngroups * c.d_state + c.nheads() * c.headdim) * sizeof(bf16);
+    return weights + window + side;
+}
+
+void bm_decode(benchmark::State& st, shape s) {
+    auto& ls = layers_for(s.g);
+    const mixer_config c = ls[0]->config();
+    const bool ssm = s.cache == 0;
+    const index_t P = ssm ? 0 : s.cache + 8, max_tokens = ssm ? ssm_prompt : s.cache + 8;
+    const index_t prompt = ssm ? ssm_prompt : s.cache - 1;
+
+    device_buffer<bf16> u_prompt(static_cast<std::size_t>(prompt * c.d_model)),
+        out_prompt(static_cast<std::size_t>(prompt * c.d_model)), u(static_cast<std::size_t>(c.d_model)),
+        out(static_cast<std::size_t>(c.d_model));
+    bench::fill_uniform(u_prompt, 11, -1.0f, 1.0f);
+    bench::fill_uniform(u, 12, -1.0f, 1.0f);
+    workspace<transmamba::cuda> ws;
+    const workspace_span span = ws.reserve(ls[0]->decode_workspace_bytes(prompt, max_tokens));
+    std::array<layer_type::decode_state, layers> states;
+    const cuda_context ctx{};
+    for (int i = 0; i < layers; ++i)
+        ls[i]->prefill(tensor_view<const bf16, 3>(u_prompt.data(), {1, prompt, c.d_model}),
+                       tensor_view<bf16, 3>(out_prompt.data(), {1, prompt, c.d_model}), P, max_tokens, span, states[i],
+                       ctx);
+
+    const tensor_view<const bf16, 1> uv(u.data(), {c.d_model});
+    const tensor_view<bf16, 1> ov(out.data(), {c.d_model});
+    int next = 0, current = 0;
+    const auto prepare = [&] {
+        current = next;
+        next = (next + 1) % layers;
+        if (!ssm) states[current].position = s.cache - 1;  // attend over exactly `cache` tokens
+    };
+    const auto times = bench::time_iterations(st, ctx.stream, 3 * layers, prepare,
+                                              [&] { ls[current]->step(uv, ov, span, states[current], ctx); });
+
+    bench::work_counts w;
+    w.tokens = 1.0;
+    w.flops = step_flops(c, s.cache);
+    w.bytes = step_bytes(c, s.cache);
+    w.ceiling = bench::ceiling_TFLOP_per_s("bf16");
+    bench::set_counters(st, times, w);
+}
+
+void add(const shape& s) {
+    const auto c = layer_config(s.g);
+    const bool ssm = s.cache == 0;
+    const auto name =
+        ssm ? bench::bench_name("decode_ssm", "transmamba", "bf16",
+                                {{"b", 1}, {"h", c.nheads()}, {"p", c.headdim}, {"n", c.d_state}, {"g", s.g}, {"graph", 0}})
+            : bench::bench_name("decode_attention", "transmamba", "bf16",
+                                {{"b", 1},
+                                 {"h", c.nheads()},
+                                 {"p", c.headdim},
+                                 {"n", c.d_state},
+                                 {"g", s.g},
+                                 {"cache", s.cache},
+                                 {"graph", 0}});
+    // ~0.1-0.3 ms per eager SSM step, up to a few ms for the one-block-per-group attention kernel
+    // over 8192 tokens at g = 1.
+    const double est_ms = ssm ? 0.3 : (s.g == 1 ? 0.5 : 0.2) * double(s.cache) / 1024.0 + 0.3;
+    bench::add(name, bench::iterations_for(est_ms, 500.0, 50, 400), [s](benchmark::State& st) { bm_decode(st, s); });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    for (index_t g : {1, 8}) {
+        add({g, 0});
+        add({g, 1024});
+        add({g, 8192});
+    }
+    return transmamba::bench::run_main(argc, argv);
+}
