@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""Peers for one decoding step (bench/cuda/decode.cu): what a PyTorch user runs per token.
+
+What is measured:
+
+- `decode_ssm/ssu/bf16/b:B/h:64/p:64/n:128/g:G/graph:{0,1}`: mamba_ssm's Triton
+  `selective_state_update` (the kernel Mamba2.step calls), 64 heads x headdim 64 x d_state 128,
+  float32 state (b, h, p, n) updated in place, bf16 x (b, h, p), B and C (b, g, n), dt (b, h) with
+  dt_bias and softplus, A, D per head (broadcast over p and n with stride 0, as Mamba2.step passes
+  them), no z (the gate is applied in the norm); batch 1, 16, 64, 256, g 1 and 8. S = a S + dt x B^T,
+  y = S C + D x: the state update alone, not a whole mixer step.
+- `decode_attention/sdpa_kvcache/bf16/b:B/h:64/p:128/n:128/cache:T/graph:{0,1}`: one query token
+  attending over a bf16 KV cache of T = 1024 or 8192 tokens, 64 heads x 128 (q (b, 64, 1, 128),
+  k, v (b, 64, T, 128), the layout of a transformers cache), SDPA's default dispatch, no mask
+  (the shared PERF.md's reference row).
+- `decode_attention/sdpa_kvcache/bf16/b:B/h:64/p:64/n:128/g:G/cache:T/graph:{0,1}`: the same on
+  TransMamba's decode shape: q = C (b, h, 1, n) repeated per head, keys B (b, g, T, n) cached once
+  per group and brought to the heads in the call (g = 1: `expand`, a stride-0 view; g > 1:
+  `repeat_interleave`, a copy), values x (b, h, T, p). With n != p FA2 does not apply; the
+  dispatch picks another backend (which may copy the expanded keys itself).
+
+Ours (bench/cuda/decode.cu) times a whole mixer step (projections, conv, norm included) at batch
+1; these peers time the state update or the attention alone, so their ratio to ours bounds how
+much of our step is overhead rather than comparing like with like.
+
+Timing: CUDA events around a loop of back-to-back calls (eager, graph:0: the Python call, launch
+overhead included) or of replays of a CUDA graph holding those calls (graph:1); the time per call is
+the loop's time over its calls, and the figure is the median of 7 loops. Inputs are rotated: when
+one call's state or cache is under 150 MB, K copies (K * size >= 150 MB, three times the 50 MB L2)
+are made and the calls cycle through them, so no call finds its data in L2 from the call before.
+GB_per_s: the float32 state read and written (ssu) or the K and V cache read (SDPA).
+
+Usage: python3 bench/peers/decode_peers.py [--json out.json] [--quick] [--budget SECONDS]
+(PYTHONPATH=.peers for mamba_ssm, see ssd_triton.py). The JSON file is rewritten after every shape.
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import time
+
+import torch
+import torch.nn.functional as F
+import triton
+
+from mamba_ssm.ops.triton.selective_state_update import selective_state_update
+
+HEADS, HEADDIM, D_STATE = 64, 64, 128
+BATCHES = [1, 16, 64, 256]
+CACHES = [1024, 8192]
+SSM_GROUPS = [1, 8]
+REF_HEADS, REF_HEADDIM = 64, 128
+ROTATE_BYTES = 150 * 2**20
+LOOPS = 7
+
+# --- the naming convention and the JSON file (the same few helpers in every peer script) ---------
+KEY_ORDER = ("b", "L", "h", "p", "n", "g", "P", "cache", "graph")
+CEILING_TFLOPS = {"bf16": 676.0, "f16": 676.0, "tf32": 352.0, "fp32": 52.0}
+BANDWIDTH_GBS = 3000.0
+
+
+def bench_name(component, impl, dtype, **keys):
+    """`<component>/<impl>/<dtype>/<key>:<value>/...` with the keys in the convention's order."""
+    unknown = set(keys) - set(KEY_ORDER)
+    assert not unknown, f"keys outside the convention: {unknown}"
+    return "/".join([component, impl, dtype] + [f"{k}:{keys[k]}" for k in KEY_ORDER if keys.get(k) is not None])
+
+
+def make_record(name, ms, *, flops=None, nbytes=None, tokens=None, ceiling=None, **extra):
+    """A Google-Benchmark-style record: the median time and the rates derived from it."""
+    rec = {"name": name, "run_name": name, "run_type": "iteration", "real_time": ms, "time_unit": "ms",
+           "median_ms": ms}
+    seconds = ms * 1e-3
+    if tokens:
+        rec["tokens_per_s"] = tokens / seconds
+    if flops:
+        rec["TFLOP_per_s"] = flops / seconds * 1e-12
+        if ceiling:
+            rec["flop_fraction"] = rec["TFLOP_per_s"] / ceiling
+    if nbytes:
+        rec["GB_per_s"] = nbytes / seconds * 1e-9
+        rec["byte_fraction"] = rec["GB_per_s"] / BANDWIDTH_GBS
+    rec.update(extra)
+    return rec
+
+
+class Results:
+    """Collects records; rewrites the JSON file (atomically) after every addition."""
+
+    def __init__(self, path, context):
+        self.path, self.context, self.records = path, context, []
+
+    def add(self, rec):
+        self.records.append(rec)
+        rates = "".join(f"  {k} {rec[k]:.1f}" for k in ("TFLOP_per_s", "GB_per_s") if k in rec)
+        print(f"{rec['name']:70s} {rec['median_ms'] * 1e3:10.1f} us{rates}", flush=True)
+        self.save()
+
+    def save(self):
+        if not self.path:
+            return
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"context": self.context, "benchmarks": self.records}, f, indent=1)
+        os.replace(tmp, self.path)
+
+
+def base_context(script, args):
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "host_name": platform.node(),
+        "executable": script,
+        "device": torch.cuda.get_device_name(),
+        "compute_capability": f"{props.major}.{props.minor}",
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "triton_version": triton.__version__,
+        "quick": args.quick,
+        "budget_s": args.budget,
+        "skipped": [],
+        "errors": [],
+    }
+
+
+def run_cases(cases, budget_s, results):
+    """Runs (label, fn) in order until the time budget is spent; the rest are listed as skipped."""
+    deadline = time.monotonic() + budget_s
+    for label, fn in cases:
+        if time.monotonic() > deadline:
+            results.context["skipped"].append(label)
+            print(f"skipped (time budget): {label}", flush=True)
+            continue
+        try:
+            fn()
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
+            msg = f"{label}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            results.context["errors"].append(msg)
+            print("error:", msg, flush=True)
+        torch.cuda.empty_cache()
+    results.save()
+
+
+# --- measurement ----------------------------------------------------------------------------------
+
+def copies_for(nbytes):
+    """How many input sets to rotate through so that the working set is >= ROTATE_BYTES."""
+    return max(1, math.ceil(ROTATE_BYTES / max(nbytes, 1)))
+
+
+def loop_ms(calls, graph):
+    """Median time of one call: `calls` (one closure per input copy) run back to back, eager or as
+    replays of a CUDA graph that holds them all. Returns ms per call."""
+    for fn in calls:  # compilation, cuDNN plans, first-touch
+        fn()
+    torch.cuda.synchronize()
+    if graph:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for fn in calls:
+                fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for fn in calls:
+                fn()
+        body, per_body = g.replay, len(calls)
+    else:
+        def body():
+            for fn in calls:
+                fn()
+        per_body = len(calls)
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    body()
+    stop.record()
+    stop.synchronize()
+    once = start.elapsed_time(stop)
+    repeats = max(1, math.ceil(2.0 / max(once, 1e-3)))  # each timed loop >= ~2 ms
+    times = []
+    for _ in range(LOOPS):
+        start.record()
+        for _ in range(repeats):
+            body()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop) / (repeats * per_body))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def ssu_case(results, batch, g):
+    """mamba_ssm selective_state_update on (batch, 64, 64, 128), float32 state, bf16 inputs."""
+    dev, h, p, n = "cuda", HEADS, HEADDIM, D_STATE
+    A = -torch.empty(h, device=dev).uniform_(1, 16)
+    dt_bias = torch.empty(h, device=dev).uniform_(-4, -1)
+    D = torch.ones(h, device=dev)
+    # As Mamba2.step: per-head values broadcast over p (and n) with stride 0.
+    A_b = A[:, None, None].expand(h, p, n)
+    dt_bias_b, D_b = dt_bias[:, None].expand(h, p), D[:, None].expand(h, p)
+    state_bytes = batch * h * p * n * 4
+    calls = []
+    for _ in range(copies_for(state_bytes)):
+        state = torch.empty(batch, h, p, n, device=dev).uniform_(-1, 1)
+        x = torch.empty(batch, h, p, device=dev, dtype=torch.bfloat16).uniform_(-1, 1)
+        dt = torch.empty(batch, h, device=dev, dtype=torch.bfloat16).uniform_(-1, 1)[:, :, None].expand(batch, h, p)
+        B = torch.empty(batch, g, n, device=dev, dtype=torch.bfloat16).uniform_(-1, 1)
+        C = torch.empty(batch, g, n, device=dev, dtype=torch.bfloat16).uniform_(-1, 1)
+        calls.append(lambda state=state, x=x, dt=dt, B=B, C=C: selective_state_update(
+            state, x, dt, A_b, B, C, D=D_b, z=None, dt_bias=dt_bias_b, dt_softplus=True))
+    nbytes = 2 * state_bytes + batch * (2 * h * p + 2 * g * n + h) * 2
+    flops = batch * h * p * n * 6  # a S + dt x B^T (4 per element), S C (2 per element)
+    for flag in (0, 1):
+        ms = loop_ms(calls, graph=bool(flag))
+        name = bench_name("decode_ssm", "ssu", "bf16", b=batch, h=h, p=p, n=n, g=g, graph=flag)
+        results.add(make_record(name, ms, flops=flops, nbytes=nbytes, tokens=batch, ceiling=CEILING_TFLOPS["bf16"],
+                                state_dtype="fp32", copies=len(calls)))
+
+
+def kvcache_case(results, batch, cache, transmamba_groups=None):
+    """SDPA of one query over a bf16 KV cache: the reference shape (64 x 128), or, with
+    transmamba_groups = g, TransMamba's decode shape (keys per group, values per head)."""
+    dev, bf = "cuda", torch.bfloat16
+    if transmamba_groups is None:
+        h, p, n, g = REF_HEADS, REF_HEADDIM, REF_HEADDIM, None
+        key_heads = h
+    else:
+        h, p, n, g = HEADS, HEADDIM, D_STATE, transmamba_groups
+        key_heads = g
+    cache_bytes = batch * cache * (key_heads * n + h * p) * 2
+    calls = []
+    for _ in range(copies_for(cache_bytes)):
+        k = torch.empty(batch, key_heads, cache, n, device=dev, dtype=bf).uniform_(-1, 1)
+        v = torch.empty(batch, h, cache, p, device=dev, dtype=bf).uniform_(-1, 1)
+        if g is None:
+            q = torch.empty(batch, h, 1, n, device=dev, dtype=bf).uniform_(-1, 1)
+            calls.append(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v))
+        else:
+            q_group = torch.empty(batch, g, 1, n, device=dev, dtype=bf).uniform_(-1, 1)
+
+            def call(q_group=q_group, k=k, v=v):
+                q = q_group.repeat_interleave(h // g, dim=1)
+                k_heads = k.expand(batch, h, cache, n) if g == 1 else k.repeat_interleave(h // g, dim=1)
+                return F.scaled_dot_product_attention(q, k_heads, v)
+            calls.append(call)
+    flops = 2 * batch * cache * ((g if g else h) * n + h * p)
+    for flag in (0, 1):
+        ms = loop_ms(calls, graph=bool(flag))
+        name = bench_name("decode_attention", "sdpa_kvcache", "bf16", b=batch, h=h, p=p, n=n, g=g, cache=cache,
+                          graph=flag)
+        results.add(make_record(name, ms, flops=flops, nbytes=cache_bytes, tokens=batch,
+                                ceiling=CEILING_TFLOPS["bf16"], copies=len(calls)))
+    del calls
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", help="write the records here (rewritten after every shape)")
+    ap.add_argument("--quick", action="store_true", help="batch 1 and 64, g = 1, the reference SDPA shape only")
+    ap.add_argument("--budget", type=float, default=90.0, help="seconds; shapes left when it is spent are skipped")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    context = base_context("bench/peers/decode_peers.py", args)
+    context["timing"] = ("CUDA events around back-to-back calls (eager) or graph replays (graph:1), ms per call, "
+                         f"median of {LOOPS} loops; inputs rotated over copies totalling >= 150 MB")
+    results = Results(args.json, context)
+    print(f"{context['device']}  torch {torch.__version__}  triton {triton.__version__}", flush=True)
+
+    batches = [1, 64] if args.quick else BATCHES
+    cases = []
+    for g in ([1] if args.quick else SSM_GROUPS):
+        for b in batches:
+            cases.append((f"ssu b={b} g={g}", lambda b=b, g=g: ssu_case(results, b, g)))
+    for cache in CACHES:
+        for b in batches:
+            cases.append((f"sdpa kv b={b} cache={cache}", lambda b=b, cache=cache: kvcache_case(results, b, cache)))
+    if not args.quick:
+        for g in SSM_GROUPS:
+            for cache in CACHES:
+                for b in BATCHES:
+                    cases.append((f"sdpa kv transmamba b={b} g={g} cache={cache}",
+                                  lambda b=b, g=g, cache=cache: kvcache_case(results, b, cache, g)))
+    run_cases(cases, args.budget, results)
+    print(f"{len(results.records)} records; skipped {len(context['skipped'])}; errors {len(context['errors'])}")
+
+
+if __name__ == "__main__":
+    main()
