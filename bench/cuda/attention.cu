@@ -28,7 +28,7 @@
 
 #include <transmamba/backend/cuda/attention.cuh>
 
-#include "support/cuda_bench.cuh"
+#include "../support/cuda_bench.cuh"
 
 namespace {
 

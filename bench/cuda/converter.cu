@@ -26,7 +26,7 @@
 
 #include <transmamba/backend/cuda/converter.cuh>
 
-#include "support/cuda_bench.cuh"
+#include "../support/cuda_bench.cuh"
 
 namespace {
 

@@ -40,7 +40,7 @@
 #include <transmamba/backend/cuda.cuh>
 #include <transmamba/block/mixer.hpp>
 
-#include "support/cuda_bench.cuh"
+#include "../support/cuda_bench.cuh"
 
 namespace {
 

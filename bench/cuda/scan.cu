@@ -33,7 +33,7 @@
 
 #include <transmamba/backend/cuda/scan.cuh>
 
-#include "support/cuda_bench.cuh"
+#include "../support/cuda_bench.cuh"
 
 namespace {
 
