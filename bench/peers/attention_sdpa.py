@@ -25,7 +25,8 @@ SDPA executes per head, 2 * b * L^2/2 * h * (n + p); fa2 counts 4 * b * h * L^2/
 flop_fraction is TFLOP_per_s over the measured GEMM ceiling of the dtype (bf16 676, fp32 52).
 
 Shapes: h = 32, p = 64, n = 128, b * L = 65536 tokens, L = 512 .. 65536, g = 1, 8, 32; at
-L = 4096 also p in {64, 128} x n in {64, 128}; fp32 for L <= 8192 (full run). Names follow the
+L = 4096 also p in {64, 128} x n in {64, 128}; fp32 for L <= 8192 and the L = 4096 variants (full
+run; SDPA runs fp32 on the mem-efficient backend). Names follow the
 project's convention, e.g. attention/sdpa/bf16/b:16/L:4096/h:32/p:64/n:128/g:1/graph:0 (eager).
 
 Usage: python3 bench/peers/attention_sdpa.py [--json out.json] [--quick] [--budget SECONDS]
@@ -148,10 +149,13 @@ def run_cases(cases, budget_s, results):
 # --- measurement ----------------------------------------------------------------------------------
 
 def median_ms(fn):
-    """Median of triton.testing.do_bench (L2 flushed before each call), after one warm call."""
+    """Median of triton.testing.do_bench (L2 flushed before each call) after one warm call, with
+    at least ~5 timed calls for the long shapes."""
+    start = time.monotonic()
     fn()
     torch.cuda.synchronize()
-    return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")
+    once_ms = (time.monotonic() - start) * 1e3
+    return triton.testing.do_bench(fn, warmup=max(25, once_ms), rep=max(200, 5 * once_ms), return_mode="median")
 
 
 def kernels_of(fn):
@@ -255,7 +259,8 @@ def main():
     args = ap.parse_args()
     torch.manual_seed(0)
     context = base_context("bench/peers/attention_sdpa.py", args)
-    context["timing"] = "triton.testing.do_bench(warmup=25 ms, rep=200 ms) median, L2 flushed before each call, eager"
+    context["timing"] = ("triton.testing.do_bench(warmup >= 25 ms, rep >= 200 ms and >= 5 calls) median, "
+                         "L2 flushed before each call, eager")
     results = Results(args.json, context)
     print(f"{context['device']}  torch {torch.__version__}  cuDNN {context['cudnn_version']}  "
           f"triton {triton.__version__}", flush=True)
@@ -274,6 +279,9 @@ def main():
                           lambda L=L: forced_backends(results, L)))
         for L in [L for L in lengths if L <= FP32_MAX_L]:
             cases.append((f"fp32 L={L}", lambda L=L: transmamba_attention(results, L, HEADDIM, D_STATE, GROUPS, "fp32")))
+        for p, n in VARIANTS:
+            cases.append((f"fp32 L={VARIANT_L} p={p} n={n}",
+                          lambda p=p, n=n: transmamba_attention(results, VARIANT_L, p, n, GROUPS, "fp32")))
     run_cases(cases, args.budget, results)
     for line in context.get("unsupported", []):
         print("unsupported:", line)

@@ -43,7 +43,13 @@ the Python forward as written) and graph (graph:1, the forward captured once in 
 torch.cuda.CUDAGraph and replayed). Names: layer/torch_layer/bf16/b:8/L:4096/h:64/p:64/n:128/g:1/
 P:512/graph:1. TFLOP_per_s counts SPEC section 4's work plus the projections:
 2*b*L*d_model*(d_in_proj + d_inner) + 2*b*P^2/2*(g*n + h*p) + 2*b*h*P*n*p
-+ b*h*(L - P)*(2*256*(n + p) + 4*n*p).
++ b*h*(L - P)*(2*256*(n + p) + 4*n*p). After the bf16 layer, in order of priority (the time
+budget cuts from the end): the Memory Converter alone on bench/cuda/converter.cu's shapes
+(P = 512 .. 65536, b = 65536 / P, h 32, p 64, n 128, g 1), as the einsum above
+(converter/torch_einsum/...) and as mamba_ssm computes a final state, its chunk cumsum + chunk
+states + state passing (converter/triton_ssd_state/...), bf16; the fp32 layer at 8 x 4096, g 1;
+the converter in fp32. TFLOP_per_s of the converter: 2*b*h*P*n*p; GB_per_s: x, B, dt read, the
+state read and written. --quick: 8 x 4096 g 1, the converter at P = 4096, the bf16 self-check.
 
 Needs mamba_ssm's Triton ops under PYTHONPATH (.peers/, see ssd_triton.py's docstring).
 Usage: python3 bench/peers/layer_torch.py [--json out.json] [--quick] [--budget SECONDS]
@@ -69,12 +75,15 @@ try:  # the timed path needs Triton and mamba_ssm; the float64 reference does no
     import triton.testing
     from mamba_ssm.ops.triton.layernorm_gated import rmsnorm_fn
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+    from mamba_ssm.ops.triton.ssd_chunk_state import _chunk_cumsum_fwd, _chunk_state_fwd
+    from mamba_ssm.ops.triton.ssd_state_passing import _state_passing_fwd
 except ImportError as _e:  # pragma: no cover - reported when the layer is called
     triton = None
     _IMPORT_ERROR = _e
 
 SHAPES = [(8, 4096), (2, 16384), (1, 65536)]  # (batch, L)
 GROUPS = [1, 8]
+CONVERTER_P = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]  # b = 65536 / P
 D_MODEL, EXPAND, HEADDIM, D_STATE, D_CONV, CHUNK = 2048, 2, 64, 128, 4, 256
 SELF_CHECK_TOLERANCE = {"bf16": 2e-2, "fp32": 1e-4}
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -213,6 +222,17 @@ def make_weights(cfg, dtype, device, seed):
     return {k: v.to(device=device, dtype=torch.float32 if k in small else dtype) for k, v in w.items()}
 
 
+def memory_converter(x, B, dt, A):
+    """The einsum Memory Converter (SPEC eq. 8-9): the SSM state after the prefix x (b, P, h, p),
+    B (b, P, g, n), dt (b, P, h), S = sum_t exp(cumA_{P-1} - cumA_t) dt_t x_t B_t^T, float32."""
+    b, P, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    cum = torch.cumsum(dt * A, dim=1)  # cumA_t = sum_{m<=t} dt_m A, (b, P, h)
+    weight = torch.exp(cum[:, -1:] - cum) * dt
+    xw = (x.float() * weight[..., None]).to(x.dtype).view(b, P, g, h // g, p)
+    return torch.einsum("btgkp,btgn->bgkpn", xw, B).reshape(b, h, p, n).float()
+
+
 def layer_forward(u, W, cfg, P):
     """The composed layer (see the module docstring). u (b, L, d_model) -> (out, final SSM state)."""
     if triton is None:
@@ -239,11 +259,7 @@ def layer_forward(u, W, cfg, P):
         ya = (o.transpose(1, 2).float() + D[:, None] * xa.float()).to(u.dtype)  # + D x, rounded once
         normed.append(rmsnorm_fn(ya.reshape(b, P, di), W["norm_w"], None, z=None, eps=cfg.eps,
                                  group_size=di // g, norm_before_gate=False))
-        # Memory Converter: S = sum_t exp(cumA_{P-1} - cumA_t) dt_t x_t B_t^T (SPEC eq. 8-9)
-        cum = torch.cumsum(dt[:, :P] * A, dim=1)  # (b, P, h)
-        weight = torch.exp(cum[:, -1:] - cum) * dt[:, :P]
-        xw = (xa.float() * weight[..., None]).to(u.dtype).view(b, P, g, h // g, p)
-        state = torch.einsum("btgkp,btgn->bgkpn", xw, Ba).reshape(b, h, p, n).float()
+        state = memory_converter(xa, Ba, dt[:, :P], A)
     if P < L:
         ys, state = mamba_chunk_scan_combined(x[:, P:], dt[:, P:], A, B[:, P:], C[:, P:], cfg.chunk_size, D=D,
                                               initial_states=state, return_final_states=True)
@@ -371,45 +387,85 @@ def kernels_of(fn):
     return sorted({e.name[:80] for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA})
 
 
-def layer_shape(results, batch, L, g, transpoints):
+def eager_and_graph(fn, label, results):
+    """[(0, eager ms), (1, graph ms)]: medians of fn called as is and of its CUDA-graph replay
+    (captured after a warm-up on a side stream); a refused capture keeps the eager figure."""
+    for _ in range(2):  # Triton autotuning, cuDNN plans
+        fn()
+    timings = [(0, median_ms(fn))]
+    try:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        timings.append((1, median_ms(graph.replay)))
+        del graph
+    except RuntimeError as e:
+        results.context["errors"].append(f"graph capture {label}: {str(e).splitlines()[0][:200]}")
+    return timings
+
+
+def layer_shape(results, batch, L, g, transpoints, dtype_name="bf16"):
     """One (b, L, g): every TransPoint, eager then graph."""
     cfg = LayerConfig(ngroups=g)
-    W = make_weights(cfg, torch.bfloat16, "cuda", seed=g)
-    u = torch.randn(batch, L, cfg.d_model, device="cuda", dtype=torch.bfloat16)
-    shape_key = f"b:{batch}/L:{L}/g:{g}"
+    dtype = DTYPES[dtype_name]
+    W = make_weights(cfg, dtype, "cuda", seed=g)
+    u = torch.randn(batch, L, cfg.d_model, device="cuda", dtype=dtype)
+    shape_key = f"{dtype_name}/b:{batch}/L:{L}/g:{g}"
     results.context.setdefault("layer_kernels", {})[shape_key] = kernels_of(lambda: layer_forward(u, W, cfg, L // 2))
+    extra = {"d_model": cfg.d_model, "chunk": cfg.chunk_size}
+    if dtype_name == "fp32":
+        extra["dot_precision"] = "cuBLAS and cuDNN fp32 (TF32 off), SDPA mem-efficient, Triton SSD tf32"
     for P in transpoints:
-        fn = lambda: layer_forward(u, W, cfg, P)
-        for _ in range(2):  # Triton autotuning, cuDNN plans
-            fn()
-        timings = [(0, median_ms(fn))]
-        try:
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(3):
-                    fn()
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                fn()
-            timings.append((1, median_ms(graph.replay)))
-            del graph
-        except RuntimeError as e:  # capture refused: keep the eager figure
-            results.context["errors"].append(f"graph capture {shape_key} P={P}: {str(e).splitlines()[0][:200]}")
-        for flag, ms in timings:
-            name = bench_name("layer", "torch_layer", "bf16", b=batch, L=L, h=cfg.nheads, p=cfg.headdim,
+        for flag, ms in eager_and_graph(lambda: layer_forward(u, W, cfg, P), f"{shape_key} P={P}", results):
+            name = bench_name("layer", "torch_layer", dtype_name, b=batch, L=L, h=cfg.nheads, p=cfg.headdim,
                               n=cfg.d_state, g=g, P=P, graph=flag)
             results.add(make_record(name, ms, flops=layer_flops(batch, L, P, cfg), tokens=batch * L,
-                                    ceiling=CEILING_TFLOPS["bf16"], d_model=cfg.d_model, P_fraction=P / L,
-                                    chunk=cfg.chunk_size))
+                                    ceiling=CEILING_TFLOPS[dtype_name], P_fraction=P / L, **extra))
         torch.cuda.empty_cache()
+
+
+def triton_converter(x, B, dt, A, chunk_size=CHUNK):
+    """The converter as mamba_ssm computes a final state: its chunk cumsum, chunk states and state
+    passing (the first half of mamba_chunk_scan_combined), float32 state (b, h, p, n)."""
+    b, P, h, p = x.shape
+    dA_cumsum, dt_chunks = _chunk_cumsum_fwd(dt, A, chunk_size)
+    states = _chunk_state_fwd(B, x, dt_chunks, dA_cumsum, states_in_fp32=True)
+    _, final = _state_passing_fwd(states.flatten(-2), dA_cumsum[:, :, :, -1], chunk_size=chunk_size)
+    return final.view(b, h, p, -1)
+
+
+def converter_case(results, P, dtype_name, tokens=65536, h=32, p=64, n=128, g=1):
+    """The Memory Converter alone over a prefix of P tokens (bench/cuda/converter.cu's shapes):
+    the einsum (torch_einsum) and mamba_ssm's chunk states + state passing (triton_ssd_state)."""
+    dtype, b = DTYPES[dtype_name], tokens // P
+    xbc = torch.empty(b, P, h * p + 2 * g * n, device="cuda", dtype=dtype).uniform_(-1, 1)
+    x = xbc[..., :h * p].view(b, P, h, p)
+    B = xbc[..., h * p:h * p + g * n].view(b, P, g, n)
+    dt = torch.empty(b, P, h, device="cuda").uniform_(1e-3, 0.1)
+    A = -torch.empty(h, device="cuda").uniform_(1.0, 16.0)
+    flops = 2 * b * h * P * n * p
+    nbytes = b * P * (h * p + g * n) * xbc.element_size() + b * P * h * 4 + 2 * b * h * p * n * 4
+    ceiling = CEILING_TFLOPS["tf32" if dtype_name == "fp32" else dtype_name]
+    impls = {"torch_einsum": lambda: memory_converter(x, B, dt, A),
+             "triton_ssd_state": lambda: triton_converter(x, B, dt, A)}
+    for impl, fn in impls.items():
+        for flag, ms in eager_and_graph(fn, f"converter {impl} {dtype_name} P={P}", results):
+            name = bench_name("converter", impl, dtype_name, b=b, h=h, p=p, n=n, g=g, P=P, graph=flag)
+            results.add(make_record(name, ms, flops=flops, nbytes=nbytes, tokens=b * P,
+                                    ceiling=CEILING_TFLOPS[dtype_name] if impl == "torch_einsum" else ceiling))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", help="write the records here (rewritten after every shape)")
-    ap.add_argument("--quick", action="store_true", help="8 x 4096, g = 1 only; bf16 self-check only")
+    ap.add_argument("--quick", action="store_true",
+                    help="8 x 4096, g = 1, bf16; the converter at P = 4096; the bf16 self-check only")
     ap.add_argument("--budget", type=float, default=170.0,
                     help="seconds from the start (self-checks included); shapes left then are skipped")
     ap.add_argument("--skip-self-check", action="store_true")
@@ -447,12 +503,20 @@ def main():
                 results.save()
                 sys.exit(f"self-check {dtype_name} FAILED: the composed layer does not compute SPEC's function")
 
-    cases = []
+    cases = []  # in order of priority: the time budget cuts from the end
     for g in ([1] if args.quick else GROUPS):
         for batch, L in (SHAPES[:1] if args.quick else SHAPES):
             points = [0, L // 8, L // 4, L // 2, L]
-            cases.append((f"b={batch} L={L} g={g}", lambda batch=batch, L=L, g=g, points=points:
+            cases.append((f"bf16 b={batch} L={L} g={g}", lambda batch=batch, L=L, g=g, points=points:
                           layer_shape(results, batch, L, g, points)))
+    for P in ([4096] if args.quick else CONVERTER_P):
+        cases.append((f"converter bf16 P={P}", lambda P=P: converter_case(results, P, "bf16")))
+    if not args.quick:
+        batch, L = SHAPES[0]
+        cases.append((f"fp32 b={batch} L={L} g=1", lambda: layer_shape(
+            results, batch, L, 1, [0, L // 8, L // 4, L // 2, L], "fp32")))
+        for P in CONVERTER_P:
+            cases.append((f"converter fp32 P={P}", lambda P=P: converter_case(results, P, "fp32")))
     for label, fn in cases:
         if time.monotonic() > deadline:
             context["skipped"].append(label)
