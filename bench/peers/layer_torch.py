@@ -454,11 +454,15 @@ def converter_case(results, P, dtype_name, tokens=65536, h=32, p=64, n=128, g=1)
     ceiling = CEILING_TFLOPS["tf32" if dtype_name == "fp32" else dtype_name]
     impls = {"torch_einsum": lambda: memory_converter(x, B, dt, A),
              "triton_ssd_state": lambda: triton_converter(x, B, dt, A)}
+    ref = impls["torch_einsum"]()  # the two must agree: a guard on the use of mamba_ssm's internals
+    agreement = float((impls["triton_ssd_state"]() - ref).abs().max() / ref.abs().max())
+    del ref
     for impl, fn in impls.items():
         for flag, ms in eager_and_graph(fn, f"converter {impl} {dtype_name} P={P}", results):
             name = bench_name("converter", impl, dtype_name, b=b, h=h, p=p, n=n, g=g, P=P, graph=flag)
             results.add(make_record(name, ms, flops=flops, nbytes=nbytes, tokens=b * P,
-                                    ceiling=CEILING_TFLOPS[dtype_name] if impl == "torch_einsum" else ceiling))
+                                    ceiling=CEILING_TFLOPS[dtype_name] if impl == "torch_einsum" else ceiling,
+                                    relative_difference_einsum_triton=agreement))
 
 
 def main():
