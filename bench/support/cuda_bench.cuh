@@ -171,31 +171,48 @@ std::vector<double> time_iterations(benchmark::State& st, cudaStream_t stream, i
     return time_iterations(st, stream, warmup, [] {}, std::forward<Call>(call));
 }
 
+// The work `body` issues on the context it is given, captured once in a CUDA graph on `stream`
+// (relaxed mode: host-side driver queries such as cudaFuncSetAttribute stay allowed).
+class captured_graph {
+public:
+    template <class Body>
+    captured_graph(cudaStream_t stream, Body&& body) {
+        check_cuda(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), "cudaStreamBeginCapture");
+        try {
+            body(cuda_context{stream});
+        } catch (...) {
+            cudaStreamEndCapture(stream, &graph_);
+            if (graph_) cudaGraphDestroy(graph_);
+            throw;
+        }
+        check_cuda(cudaStreamEndCapture(stream, &graph_), "cudaStreamEndCapture");
+        check_cuda(cudaGraphInstantiate(&exec_, graph_, 0), "cudaGraphInstantiate");
+    }
+    captured_graph(const captured_graph&) = delete;
+    captured_graph& operator=(const captured_graph&) = delete;
+    ~captured_graph() {
+        if (exec_) cudaGraphExecDestroy(exec_);
+        if (graph_) cudaGraphDestroy(graph_);
+    }
+    void launch(cudaStream_t stream) const { check_cuda(cudaGraphLaunch(exec_, stream), "cudaGraphLaunch"); }
+
+private:
+    cudaGraph_t graph_ = nullptr;
+    cudaGraphExec_t exec_ = nullptr;
+};
+
 // Median ms of `replays` launches of `body` captured once in a CUDA graph on a stream of its own
 // (the first 3 replays are warm-up). `body` must issue its work on the context it is given.
 template <class Body>
 double graph_median_ms(int replays, Body&& body) {
     cuda_stream stream;
-    cudaGraph_t graph = nullptr;
-    cudaGraphExec_t exec = nullptr;
-    check_cuda(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeRelaxed), "cudaStreamBeginCapture");
-    try {
-        body(stream.context());
-    } catch (...) {
-        cudaStreamEndCapture(stream.get(), &graph);
-        if (graph) cudaGraphDestroy(graph);
-        throw;
-    }
-    check_cuda(cudaStreamEndCapture(stream.get(), &graph), "cudaStreamEndCapture");
-    check_cuda(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+    const captured_graph graph(stream.get(), std::forward<Body>(body));
     event_pair ev;
     std::vector<double> times;
     for (int rep = 0; rep < replays + 3; ++rep) {
-        const double ms = ev.time(stream.get(), [&] { check_cuda(cudaGraphLaunch(exec, stream.get()), "cudaGraphLaunch"); });
+        const double ms = ev.time(stream.get(), [&] { graph.launch(stream.get()); });
         if (rep >= 3) times.push_back(ms);
     }
-    cudaGraphExecDestroy(exec);
-    cudaGraphDestroy(graph);
     return median(std::move(times));
 }
 
