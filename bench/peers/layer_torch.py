@@ -25,8 +25,8 @@ The D skip applies to the attention tokens too (SPEC). The converter runs whenev
 its state is the layer's final state, what decoding would continue from), the scan whenever P < L;
 the layer always ends with the final SSM state, as ours does.
 
-Self-check (before any timing): for one tiny shape (d_model 64, 8 heads of 16, d_state 16, g 2,
-b 2, L 50, chunk 16) and P in {0, 13, 32, 50}, the composed layer's output and final state are
+Self-check (before any timing): for one small shape (d_model 128, 8 heads of 32, d_state 32, g 2,
+b 2, L 160, chunk 64) and P in {0, 45, 100, 160}, the composed layer's output and final state are
 compared with `naive_layer` below, a float64 loop over batch, head and token (attention prefix,
 then the recurrence S_t = a_t S_{t-1} + dt_t x_t B_t^T from token 0, so the converter is checked
 against the recurrence it must equal). Relative error = max|out - ref| / max|ref|; the output's must
@@ -315,14 +315,14 @@ def relative_error(out, ref):
 
 def self_check(dtype_name, device="cuda"):
     """Composed layer vs naive_layer on a tiny shape; returns {P: (output error, state error)}."""
-    cfg = LayerConfig(d_model=64, expand=2, headdim=16, d_state=16, ngroups=2, chunk_size=16)
-    b, L = 2, 50
+    cfg = LayerConfig(d_model=128, expand=2, headdim=32, d_state=32, ngroups=2, chunk_size=64)
+    b, L = 2, 160
     dtype = DTYPES[dtype_name]
     W = make_weights(cfg, dtype, device, seed=1)
     u = torch.randn(b, L, cfg.d_model, generator=torch.Generator().manual_seed(2)).to(device=device, dtype=dtype)
     errors = {}
     with torch.no_grad():
-        for P in (0, 13, 32, L):
+        for P in (0, 45, 100, L):  # P need not be a multiple of the chunk
             out, state = layer_forward(u, W, cfg, P)
             ref, ref_state = naive_layer(u.cpu(), {k: v.cpu() for k, v in W.items()}, cfg, P)
             errors[P] = (relative_error(out, ref), relative_error(state, ref_state))
