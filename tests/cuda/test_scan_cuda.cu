@@ -23,6 +23,7 @@
 #include <vector>
 
 #include <transmamba/backend/cuda/converter.cuh>
+#include <transmamba/backend/cuda/decode_scan.cuh>
 #include <transmamba/backend/cuda/scan.cuh>
 
 #include "reference/reference.hpp"
@@ -238,6 +239,32 @@ void check_converter(const shape& s, std::uint64_t seed, double bound) {
     CHECK(err_rec <= bound);
 }
 
+// The decoding step (one token, s.L == 1) against the recurrence over that token.
+template <class T>
+void check_decode(const shape& s, std::uint64_t seed, double bound) {
+    CAPTURE(s.batch);
+    CAPTURE(s.h);
+    CAPTURE(s.p);
+    CAPTURE(s.n);
+    CAPTURE(s.g);
+    CAPTURE(s.pad);
+    REQUIRE(s.L == 1);
+    const gpu_operands<T> op(s, seed);
+    device_buffer<float> y(std::size_t(s.batch) * s.h * s.p), state;
+    upload(state, to_storage<float>(op.init));
+    check_cuda(cudaMemset(y.data(), 0xff, y.size() * sizeof(float)), "cudaMemset (NaN poison)");
+    decode_scan_kernel<transmamba::cuda>::run<T>(cuda_context{}, op.cfg, op.in, tensor_view<float, 4>(y.data(), op.y_shape()),
+                                                 tensor_view<float, 4>(state.data(), op.state_shape()));
+    check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize (decode step)");
+    const auto want = ref::ssm_recurrence(op.d, op.x, op.B, op.C, op.dt, op.A, op.D, op.init);
+    const double y_err = ref::max_relative_error(download(y), want.y);
+    const double s_err = ref::max_relative_error(download(state), want.final_state);
+    describe("decode", type_name<T>(), s);
+    std::printf(" y %.3g  state %.3g\n", y_err, s_err);
+    CHECK(y_err <= bound);
+    CHECK(s_err <= bound);
+}
+
 template <class T>
 constexpr double chunked_y_bound() {
     return std::is_same_v<T, float> ? 1e-5 : 5e-3;
@@ -345,6 +372,31 @@ TEST_CASE_TEMPLATE("cuda exact_converter equals the prefix's recurrence state", 
     };
     std::uint64_t seed = 51;
     for (const auto& s : shapes) check_converter<T>(s, seed++, state_bound<T>());
+}
+
+// float32 arithmetic on inputs rounded to T: 1e-5 for every storage type.
+TEST_CASE_TEMPLATE("cuda decode_scan: one token of a batch equals the recurrence", T, float, __nv_bfloat16) {
+    std::uint64_t seed = 500;
+    for (const shape& s : {shape{1, 1, 4, 16, 32, 1, 64, 0, 1}, shape{3, 1, 4, 16, 32, 2, 64, 0, 1},
+                           shape{2, 1, 8, 64, 128, 8, 64, 0, 1}, shape{5, 1, 6, 32, 16, 3, 64, 0, 1},
+                           shape{2, 1, 64, 64, 128, 1, 64, 0, 1}, shape{4, 1, 4, 128, 64, 2, 64, 0, 1},
+                           shape{2, 1, 4, 16, 32, 2, 64, 0, 1, std::is_same_v<T, float> ? 4 : 3}})
+        check_decode<T>(s, ++seed, 1e-5);
+}
+
+TEST_CASE("cuda decode_scan: shapes that do not match are a transmamba::error") {
+    const gpu_operands<float> op(shape{2, 1, 4, 16, 32, 2, 64, 0, 1}, 9);
+    device_buffer<float> y(2 * 4 * 16), state(2 * 4 * 16 * 32);
+    auto wrong = op.cfg;
+    wrong.d_state = 16;
+    CHECK_THROWS_AS(decode_scan_kernel<transmamba::cuda>::run<float>(cuda_context{}, wrong, op.in,
+                                                                      tensor_view<float, 4>(y.data(), op.y_shape()),
+                                                                      tensor_view<float, 4>(state.data(), op.state_shape())),
+                    error);
+    CHECK_THROWS_AS(decode_scan_kernel<transmamba::cuda>::run<float>(cuda_context{}, op.cfg, op.in,
+                                                                      tensor_view<float, 4>(y.data(), op.y_shape()),
+                                                                      tensor_view<float, 4>(state.data(), {2, 4, 32, 16})),
+                    error);
 }
 
 TEST_CASE("cuda ssd: unsupported sizes are a transmamba::error") {

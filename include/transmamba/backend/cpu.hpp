@@ -4,6 +4,7 @@
 #include "transmamba/backend/cpu/block.hpp"
 #include "transmamba/backend/cpu/converter.hpp"
 #include "transmamba/backend/cpu/decode_attention.hpp"
+#include "transmamba/backend/cpu/decode_scan.hpp"
 #include "transmamba/backend/cpu/projection.hpp"
 #include "transmamba/backend/cpu/scan.hpp"
 #include "transmamba/backend/cpu/traits.hpp"

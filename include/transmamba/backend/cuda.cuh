@@ -5,6 +5,7 @@
 #include "transmamba/backend/cuda/block.cuh"
 #include "transmamba/backend/cuda/converter.cuh"
 #include "transmamba/backend/cuda/decode_attention.cuh"
+#include "transmamba/backend/cuda/decode_scan.cuh"
 #include "transmamba/backend/cuda/embedding.cuh"
 #include "transmamba/backend/cuda/projection.cuh"
 #include "transmamba/backend/cuda/scan.cuh"

@@ -25,6 +25,8 @@ template <class Attention, class Backend>
 struct decode_attention_kernel;   // decoding: one query against the KV cache
 template <class Scan, class Backend>
 struct scan_kernel;
+template <class Backend>
+struct decode_scan_kernel;        // decoding: one token's SSM state update, for a batch of sequences
 template <class Converter, class Backend>
 struct converter_kernel;
 

@@ -62,6 +62,7 @@ public:
     using projection = projection_kernel<typename Policies::projection, Backend>;
     using attention = attention_kernel<typename Policies::attention, Backend>;
     using decode_attention = decode_attention_kernel<typename Policies::attention, Backend>;
+    using decode_scan = decode_scan_kernel<Backend>;
     using scan = scan_kernel<typename Policies::scan, Backend>;
     using converter = converter_kernel<typename Policies::converter, Backend>;
 
@@ -217,7 +218,7 @@ public:
                 b.a_coef,
                 b.d_coef,
             };
-            scan::run(ctx, c, token, 0, 1, tensor_view<A, 4>(b.y, {1, 1, h, p}), S, b.scratch);
+            decode_scan::run(ctx, c, token, tensor_view<A, 4>(b.y, {1, 1, h, p}), S);
         }
         projection::gated_rmsnorm(ctx, c, 1, 1, t >= P ? 0 : 1, Policies::attention::gate_by_z, b.y, newest,
                                   params_.norm_weight.data(), b.normed);
@@ -289,8 +290,7 @@ private:
         b.y = arena.take<A>(c.d_inner());
         b.normed = arena.take<T>(c.d_inner());
         const std::size_t scratch = std::max({decode_attention::template scratch_bytes<T>(c, std::max<index_t>(cache, 1)),
-                                              converter::template scratch_bytes<T>(c, 1, std::max<index_t>(cache, 1)),
-                                              scan::template scratch_bytes<T>(c, 1, 1)});
+                                              converter::template scratch_bytes<T>(c, 1, std::max<index_t>(cache, 1))});
         std::byte* s = arena.take<std::byte>(scratch);
         b.scratch = {s, arena.measuring() ? 0 : scratch};
         return b;
@@ -301,6 +301,7 @@ private:
             check_finite(params_);
             checked_ = true;
         }
+        if constexpr (!Policies::input_check::per_call) return;
         const index_t bad = traits::first_non_finite(ctx, u.data(), static_cast<std::size_t>(u.size()));
         require(bad < 0, "tensor 'u' holds a non-finite value at flat index ", bad);
         if (!initial_state.empty()) {
