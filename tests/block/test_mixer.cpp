@@ -7,6 +7,7 @@
 
 #include "support/fixtures.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -550,4 +551,37 @@ TEST_CASE("mixer bad input: a workspace smaller than workspace_bytes") {
     // and exactly enough works
     CHECK_NOTHROW(f.lay.m.forward(f.u_view(), f.out_view(), 5, workspace_span{storage.data(), need}));
     CHECK_FALSE(all_equal(f.out, sentinel));
+}
+
+TEST_CASE("mixer input check policy: trusted_inputs skips the per-call check of u, never the weights' check") {
+    using trusted = paper_policies::with_input_check<trusted_inputs>;
+    static_assert(!trusted::input_check::per_call && paper_policies::input_check::per_call);
+    const auto cfg = small_config(32, 16, 32, 2, 16);
+    const layer<float> checked(cfg, 2, 20, 4100);
+    layer<float, trusted> lay(cfg, 2, 20, 4100);
+    // Clean inputs: the same numbers as the checked mixer, bit for bit.
+    CHECK(lay.run(5).out == checked.run(5).out);
+
+    // A NaN in u is not looked for: it flows into its own sequence's rows and nothing throws.
+    auto u = to_vector<float>(lay.u);
+    u[777] = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> out(lay.out_size(), 0.0f);
+    workspace<cpu> ws;
+    REQUIRE_NOTHROW(lay.m.forward(tensor_view<const float, 3>(u.data(), lay.out_shape()),
+                                  tensor_view<float, 3>(out.data(), lay.out_shape()), 5, ws));
+    CHECK(std::any_of(out.begin(), out.end(), [](float v) { return std::isnan(v); }));
+
+    // A NaN in a weight is still reported, before anything is written.
+    layer<float, trusted> poisoned(cfg, 2, 20, 4100);
+    poisoned.m.params().for_each([&](std::string_view name, auto& buf, const std::vector<index_t>&) {
+        if (name == "in_proj.weight") buf.data()[3] = std::numeric_limits<float>::quiet_NaN();
+    });
+    std::fill(out.begin(), out.end(), sentinel);
+    const auto clean = to_vector<float>(poisoned.u);
+    const auto msg = bad_input_fixture::message_of([&] {
+        poisoned.m.forward(tensor_view<const float, 3>(clean.data(), poisoned.out_shape()),
+                           tensor_view<float, 3>(out.data(), poisoned.out_shape()), 5, ws);
+    });
+    CHECK(contains(msg, "parameter 'in_proj.weight'"));
+    CHECK(all_equal(out, sentinel));
 }
