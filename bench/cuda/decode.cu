@@ -2,31 +2,33 @@
 // path (SPEC section 5), 64 heads x headdim 64 x d_state 128 (d_model 2048, expand 2), bf16
 // storage, float32 state, random weights in a trained model's ranges (block/random_init.hpp):
 //
-//   decode_ssm/transmamba/bf16/b:1/h:64/p:64/n:128/g:{1,8}/graph:0
+//   decode_ssm/transmamba/bf16/b:1/h:64/p:64/n:128/g:{1,8}/graph:{0,1}
 //       a step at a position >= P: in-projection GEMV, conv over the window, time steps, the SSM
-//       update S = a S + dt x B^T, y = S C + D x (the chunked SSD over a one-token span), gated
-//       RMSNorm, out-projection GEMV
-//   decode_attention/transmamba/bf16/b:1/h:64/p:64/n:128/g:{1,8}/cache:{1024,8192}/graph:0
+//       update S = a S + dt x B^T, y = S C + D x, gated RMSNorm, out-projection GEMV
+//   decode_attention/transmamba/bf16/b:1/h:64/p:64/n:128/g:{1,8}/cache:{1024,8192}/graph:{0,1}
 //       a step below P over a KV cache of `cache` tokens: the same projections, the token's key and
 //       value appended, decode_attention_kernel over the cache
 //
 // Batch 1 only: the library decodes one sequence per decode state (mixer::prefill requires batch 1,
 // mixer::step takes one token); batch > 1 is not supported by the library, so it is not measured.
 //
-// Eager only (graph:0): a step cannot be captured in a CUDA graph. Its input check
-// (mixer::check_inputs -> backend_traits<cuda>::first_non_finite) allocates an 8-byte device flag
-// (cudaMalloc / cudaFree), copies it to the host and synchronises the stream at every step, which
-// stream capture forbids. The timings include that check (a host round trip per step).
+// graph:0  the default layer (paper_policies, checked_inputs), eager: every step checks its input
+//          for non-finite values (backend_traits<cuda>::first_non_finite: an 8-byte cudaMalloc /
+//          cudaFree, a device-to-host copy and a stream synchronisation), so it cannot be captured;
+//          the timings include that host round trip.
+// graph:1  paper_policies::with_input_check<trusted_inputs> (no per-call check), one step per layer
+//          captured once in a CUDA graph (at the position every timed step runs at) and replayed.
 //
-// Setup per benchmark: 4 layers with their own weights and decode states, stepped in turn (as a
-// model's stack does), so no step finds its layer's weights (52 MB in bf16) or cache in the 50 MB
-// L2 from the step before. SSM side: prefill of a 16-token prompt at P = 0. Attention side: P =
+// Setup per benchmark: 4 layers, each with its own copy of the weights and its own decode state,
+// stepped in turn (as a model's stack does), so no step finds its layer's weights (52 MB in bf16)
+// or cache in the 50 MB L2 from the step before. SSM side: prefill of a 16-token prompt at P = 0. Attention side: P =
 // max_tokens = cache + 8, prefill of cache - 1 tokens, and before every step the position is set
 // back to cache - 1, so every timed step appends at slot cache - 1 and attends over exactly `cache`
 // tokens (outside the timed window: a host-side field).
 //
-// Timing (bench/support/cuda_bench.cuh): CUDA events on the legacy default stream around each
-// step, 3 warm-up steps per layer, a fixed iteration count, the median.
+// Timing (bench/support/cuda_bench.cuh): CUDA events around each step (graph:0, on the legacy
+// default stream) or graph launch (graph:1, on a stream of its own), 3 warm-up steps per layer, a
+// fixed iteration count, the median.
 // Counters:
 //   tokens_per_s  1 / median (batch 1)
 //   GB_per_s      bytes a step must touch: the weights (in_proj, out_proj, conv, dt_bias, A_log, D,
@@ -41,6 +43,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 #include <transmamba/backend/cuda.cuh>
 #include <transmamba/block/mixer.hpp>
@@ -51,7 +55,6 @@ namespace {
 
 using namespace transmamba;
 using bf16 = __nv_bfloat16;
-using layer_type = mixer<bf16, transmamba::cuda>;
 
 constexpr index_t d_model = 2048, expand = 2, headdim = 64, d_state = 128;
 constexpr int layers = 4;
@@ -68,16 +71,30 @@ mixer_config layer_config(index_t g) {
     return c;
 }
 
-// The layers of one g, kept while consecutive benchmarks use them (drawing 4 x 26M random
-// weights on the host takes seconds).
-std::array<std::unique_ptr<layer_type>, layers>& layers_for(index_t g) {
+// The capturable layer: no per-call input check.
+using trusted_policies = paper_policies::with_input_check<trusted_inputs>;
+
+// The layers of one (policies, g), kept while consecutive benchmarks use them. Layer 0's weights
+// are drawn on the host (seconds for 26M values); the others get device copies of them: what
+// matters for the timing is that each layer's weights live at their own addresses.
+template <class Policies>
+auto& layers_for(index_t g) {
+    using layer_type = mixer<bf16, transmamba::cuda, Policies>;
     static std::array<std::unique_ptr<layer_type>, layers> cached;
     static index_t cached_g = 0;
     if (!cached[0] || cached_g != g) {
-        for (int i = 0; i < layers; ++i) {
-            cached[i].reset();
-            cached[i] = std::make_unique<layer_type>(layer_config(g));
-            randomize(cached[i]->params(), 77 + 10 * static_cast<std::uint64_t>(g) + static_cast<std::uint64_t>(i));
+        for (auto& l : cached) l.reset();
+        for (auto& l : cached) l = std::make_unique<layer_type>(layer_config(g));
+        randomize(cached[0]->params(), 77 + static_cast<std::uint64_t>(g));
+        std::vector<const bf16*> drawn;
+        cached[0]->params().for_each([&](auto, auto& buf, const auto&) { drawn.push_back(buf.data()); });
+        for (int i = 1; i < layers; ++i) {
+            std::size_t k = 0;
+            // Mutable access: the copies are checked for non-finite values before their first use.
+            cached[i]->params().for_each([&](auto, auto& buf, const auto&) {
+                bench::check_cuda(cudaMemcpy(buf.data(), drawn[k++], buf.size() * sizeof(bf16), cudaMemcpyDeviceToDevice),
+                                  "cudaMemcpy (layer weights)");
+            });
         }
         cached_g = g;
     }
@@ -105,8 +122,11 @@ double step_bytes(const mixer_config& c, index_t cache) {
     return weights + window + side;
 }
 
+template <bool Graph>
 void bm_decode(benchmark::State& st, shape s) {
-    auto& ls = layers_for(s.g);
+    using policies = std::conditional_t<Graph, trusted_policies, paper_policies>;
+    using decode_state = typename mixer<bf16, transmamba::cuda, policies>::decode_state;
+    auto& ls = layers_for<policies>(s.g);
     const mixer_config c = ls[0]->config();
     const bool ssm = s.cache == 0;
     const index_t P = ssm ? 0 : s.cache + 8, max_tokens = ssm ? ssm_prompt : s.cache + 8;
@@ -119,23 +139,43 @@ void bm_decode(benchmark::State& st, shape s) {
     bench::fill_uniform(u, 12, -1.0f, 1.0f);
     workspace<transmamba::cuda> ws;
     const workspace_span span = ws.reserve(ls[0]->decode_workspace_bytes(prompt, max_tokens));
-    std::array<layer_type::decode_state, layers> states;
-    const cuda_context ctx{};
+    std::array<decode_state, layers> states;
+    // On the legacy default stream, where decode_state::reset fills its buffers.
     for (int i = 0; i < layers; ++i)
         ls[i]->prefill(tensor_view<const bf16, 3>(u_prompt.data(), {1, prompt, c.d_model}),
-                       tensor_view<bf16, 3>(out_prompt.data(), {1, prompt, c.d_model}), P, max_tokens, span, states[i],
-                       ctx);
+                       tensor_view<bf16, 3>(out_prompt.data(), {1, prompt, c.d_model}), P, max_tokens, span, states[i]);
+    bench::check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize (prefill)");
 
     const tensor_view<const bf16, 1> uv(u.data(), {c.d_model});
     const tensor_view<bf16, 1> ov(out.data(), {c.d_model});
+    const auto rewind = [&](int i) {
+        if (!ssm) states[i].position = s.cache - 1;  // attend over exactly `cache` tokens
+    };
+    const auto step = [&](int i, const cuda_context& ctx) { ls[i]->step(uv, ov, span, states[i], ctx); };
     int next = 0, current = 0;
     const auto prepare = [&] {
         current = next;
         next = (next + 1) % layers;
-        if (!ssm) states[current].position = s.cache - 1;  // attend over exactly `cache` tokens
+        rewind(current);
     };
-    const auto times = bench::time_iterations(st, ctx.stream, 3 * layers, prepare,
-                                              [&] { ls[current]->step(uv, ov, span, states[current], ctx); });
+
+    std::vector<double> times;
+    if constexpr (Graph) {
+        cuda_stream stream;
+        std::array<std::unique_ptr<bench::captured_graph>, layers> graphs;
+        for (int i = 0; i < layers; ++i) {
+            rewind(i);
+            step(i, stream.context());  // the one-time weight check, outside the capture
+            stream.synchronize();
+            rewind(i);
+            graphs[i] = std::make_unique<bench::captured_graph>(stream.get(),
+                                                                [&](const cuda_context& ctx) { step(i, ctx); });
+        }
+        times = bench::time_iterations(st, stream.get(), 3 * layers, prepare, [&] { graphs[current]->launch(stream.get()); });
+    } else {
+        const cuda_context ctx{};
+        times = bench::time_iterations(st, ctx.stream, 3 * layers, prepare, [&] { step(current, ctx); });
+    }
 
     bench::work_counts w;
     w.tokens = 1.0;
@@ -145,12 +185,14 @@ void bm_decode(benchmark::State& st, shape s) {
     bench::set_counters(st, times, w);
 }
 
+template <bool Graph>
 void add(const shape& s) {
     const auto c = layer_config(s.g);
     const bool ssm = s.cache == 0;
+    const int graph = Graph ? 1 : 0;
     const auto name =
         ssm ? bench::bench_name("decode_ssm", "transmamba", "bf16",
-                                {{"b", 1}, {"h", c.nheads()}, {"p", c.headdim}, {"n", c.d_state}, {"g", s.g}, {"graph", 0}})
+                                {{"b", 1}, {"h", c.nheads()}, {"p", c.headdim}, {"n", c.d_state}, {"g", s.g}, {"graph", graph}})
             : bench::bench_name("decode_attention", "transmamba", "bf16",
                                 {{"b", 1},
                                  {"h", c.nheads()},
@@ -158,20 +200,27 @@ void add(const shape& s) {
                                  {"n", c.d_state},
                                  {"g", s.g},
                                  {"cache", s.cache},
-                                 {"graph", 0}});
+                                 {"graph", graph}});
     // ~0.1-0.3 ms per eager SSM step, up to a few ms for the one-block-per-group attention kernel
     // over 8192 tokens at g = 1.
     const double est_ms = ssm ? 0.3 : (s.g == 1 ? 0.5 : 0.2) * double(s.cache) / 1024.0 + 0.3;
-    bench::add(name, bench::iterations_for(est_ms, 500.0, 50, 400), [s](benchmark::State& st) { bm_decode(st, s); });
+    bench::add(name, bench::iterations_for(est_ms, 500.0, 50, 400), [s](benchmark::State& st) { bm_decode<Graph>(st, s); });
+}
+
+// Each group of benchmarks of one (policies, g) runs in a row, so its layers are drawn once.
+template <bool Graph>
+void add_group(index_t g) {
+    add<Graph>({g, 0});
+    add<Graph>({g, 1024});
+    add<Graph>({g, 8192});
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
     for (index_t g : {1, 8}) {
-        add({g, 0});
-        add({g, 1024});
-        add({g, 8192});
+        add_group<false>(g);
+        add_group<true>(g);
     }
     return transmamba::bench::run_main(argc, argv);
 }

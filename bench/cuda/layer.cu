@@ -4,22 +4,24 @@
 // model's ranges (block/random_init.hpp). The shape of ../shared/docs/PERF.md's PyTorch-composed
 // layer: d_model 2048, expand 2, headdim 64 (64 heads), d_state 128, d_conv 4, chunk 256.
 //
-//   layer/transmamba/bf16/b:<B>/L:<L>/h:64/p:64/n:128/g:{1,8}/P:<P>/graph:0
+//   layer/transmamba/bf16/b:<B>/L:<L>/h:64/p:64/n:128/g:{1,8}/P:<P>/graph:{0,1}
 //       B x L in {8 x 4096, 2 x 16384, 1 x 65536}, P in {0, L/8, L/4, L/2, L}
-//   layer/transmamba/fp32/b:8/L:4096/h:64/p:64/n:128/g:1/P:<P>/graph:0     the same five P
+//   layer/transmamba/fp32/b:8/L:4096/h:64/p:64/n:128/g:1/P:<P>/graph:{0,1}     the same five P
 //
-// Eager only (graph:0). The forward pass cannot be captured in a CUDA graph: its input check
-// (mixer::check_inputs -> backend_traits<cuda>::first_non_finite) allocates an 8-byte device flag
-// (cudaMalloc / cudaFree), copies it to the host and synchronises the stream on every call, which
-// stream capture forbids. That check is part of every forward pass, so it is inside the timings
-// here: a kernel over u (268 MB in bf16), one host round trip, and the host-side launch gaps it
-// opens (tens of microseconds against a layer of milliseconds).
+// graph:0  the default layer (paper_policies, checked_inputs), eager: every forward pass checks u
+//          for non-finite values (backend_traits<cuda>::first_non_finite: an 8-byte cudaMalloc /
+//          cudaFree, a kernel over u, a device-to-host copy and a stream synchronisation), so it
+//          cannot be captured; the check and the launch gaps it opens are inside these timings.
+// graph:1  the same layer with paper_policies::with_input_check<trusted_inputs> (no per-call check;
+//          the weights are still checked once, before the capture), its forward pass captured once
+//          in a CUDA graph on a stream of its own and replayed.
 //
-// Timing (bench/support/cuda_bench.cuh): CUDA events around each forward call on the legacy default
-// stream (the stream the library's default context uses), 1-3 warm-up calls (the first also runs
-// the one-time parameter check and creates the cuBLAS handle), a fixed iteration count per shape,
-// the median. 65536 tokens per call: u (268 MB in bf16) and the activations (GBs) are far above the
-// 50 MB L2; the weights (52 MB in bf16) are read from wherever they are.
+// Timing (bench/support/cuda_bench.cuh): CUDA events around each forward call (graph:0, on the
+// legacy default stream: the library's default context) or graph launch (graph:1), 1-3 warm-up
+// calls (the first also runs the one-time parameter check and creates the cuBLAS handle), a fixed
+// iteration count per shape, the median. 65536 tokens per call: u (268 MB in bf16) and the
+// activations (GBs) are far above the 50 MB L2; the weights (52 MB in bf16) are read from wherever
+// they are.
 // Counters:
 //   TFLOP_per_s   SPEC section 4 for L tokens, batch b, TransPoint P:
 //                   projections  2*b*L*d_model*d_in_proj + 2*b*L*d_inner*d_model
@@ -34,8 +36,12 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 #include <transmamba/backend/cuda.cuh>
 #include <transmamba/block/mixer.hpp>
@@ -100,15 +106,19 @@ double estimate_ms(const shape& s) {
     return sec * 1e3 + 1.0;
 }
 
-// One layer per (storage type, g), kept while consecutive benchmarks use it: random weights take
-// about a second to draw on the host.
-template <class T>
-mixer<T, transmamba::cuda>& layer_for(index_t g) {
-    static std::unique_ptr<mixer<T, transmamba::cuda>> cached;
+// The capturable layer: no per-call input check.
+using trusted_policies = paper_policies::with_input_check<trusted_inputs>;
+
+// One layer per (storage type, policies, g), kept while consecutive benchmarks use it: random
+// weights take about a second to draw on the host. The same seed gives both policies the same
+// weights.
+template <class T, class Policies>
+mixer<T, transmamba::cuda, Policies>& layer_for(index_t g) {
+    static std::unique_ptr<mixer<T, transmamba::cuda, Policies>> cached;
     static index_t cached_g = 0;
     if (!cached || cached_g != g) {
         cached.reset();
-        cached = std::make_unique<mixer<T, transmamba::cuda>>(layer_config(g));
+        cached = std::make_unique<mixer<T, transmamba::cuda, Policies>>(layer_config(g));
         randomize(cached->params(), 2026 + static_cast<std::uint64_t>(g));
         cached_g = g;
     }
@@ -121,9 +131,10 @@ workspace<transmamba::cuda>& workspace_for() {
     return ws;
 }
 
-template <class T>
+template <class T, bool Graph>
 void bm_layer(benchmark::State& st, shape s) {
-    auto& layer = layer_for<T>(s.g);
+    using policies = std::conditional_t<Graph, trusted_policies, paper_policies>;
+    auto& layer = layer_for<T, policies>(s.g);
     const auto& c = layer.config();
     const index_t rows = s.batch * s.L;
     device_buffer<T> u(static_cast<std::size_t>(rows * c.d_model)), out(static_cast<std::size_t>(rows * c.d_model));
@@ -131,11 +142,20 @@ void bm_layer(benchmark::State& st, shape s) {
     const workspace_span span = workspace_for<T>().reserve(layer.workspace_bytes(s.batch, s.L));
     const tensor_view<const T, 3> uv(u.data(), {s.batch, s.L, c.d_model});
     const tensor_view<T, 3> ov(out.data(), {s.batch, s.L, c.d_model});
-    const cuda_context ctx{};
     const double est = estimate_ms<T>(s);
+    const auto forward = [&](const cuda_context& ctx) { layer.forward(uv, ov, s.P, span, {}, ctx); };
 
-    const auto times = bench::time_iterations(st, ctx.stream, bench::warmup_for(est),
-                                              [&] { layer.forward(uv, ov, s.P, span, {}, ctx); });
+    std::vector<double> times;
+    if constexpr (Graph) {
+        cuda_stream stream;
+        forward(stream.context());  // the one-time weight check and cuBLAS handle, outside the capture
+        stream.synchronize();
+        const bench::captured_graph graph(stream.get(), forward);
+        times = bench::time_iterations(st, stream.get(), bench::warmup_for(est), [&] { graph.launch(stream.get()); });
+    } else {
+        const cuda_context ctx{};
+        times = bench::time_iterations(st, ctx.stream, bench::warmup_for(est), [&] { forward(ctx); });
+    }
 
     const auto f = count_flops(s);
     bench::work_counts w;
@@ -148,7 +168,7 @@ void bm_layer(benchmark::State& st, shape s) {
     st.counters["attention_flop_share"] = f.attention / f.total();
 }
 
-template <class T>
+template <class T, bool Graph>
 void add(const shape& s) {
     const auto c = layer_config(s.g);
     const auto name = bench::bench_name("layer", "transmamba", bench::dtype_name<T>(),
@@ -159,20 +179,27 @@ void add(const shape& s) {
                                          {"n", c.d_state},
                                          {"g", s.g},
                                          {"P", s.P},
-                                         {"graph", 0}});
+                                         {"graph", Graph ? 1 : 0}});
     bench::add(name, bench::iterations_for(estimate_ms<T>(s), 1000.0, 5, 30),
-               [s](benchmark::State& st) { bm_layer<T>(st, s); });
+               [s](benchmark::State& st) { bm_layer<T, Graph>(st, s); });
+}
+
+// Eager then graph per shape; each group of benchmarks of one (dtype, policies, g) runs in a row,
+// so its layer is drawn once.
+template <class T, bool Graph>
+void add_group(index_t g, std::initializer_list<std::pair<index_t, index_t>> sizes) {
+    for (const auto& [batch, L] : sizes)
+        for (index_t P : {index_t(0), L / 8, L / 4, L / 2, L}) add<T, Graph>({batch, L, g, P});
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    const struct {
-        index_t batch, L;
-    } sizes[] = {{8, 4096}, {2, 16384}, {1, 65536}};
-    for (index_t g : {1, 8})
-        for (const auto& bl : sizes)
-            for (index_t P : {index_t(0), bl.L / 8, bl.L / 4, bl.L / 2, bl.L}) add<bf16>({bl.batch, bl.L, g, P});
-    for (index_t P : {index_t(0), index_t(512), index_t(1024), index_t(2048), index_t(4096)}) add<float>({8, 4096, 1, P});
+    for (index_t g : {1, 8}) {
+        add_group<bf16, false>(g, {{8, 4096}, {2, 16384}, {1, 65536}});
+        add_group<bf16, true>(g, {{8, 4096}, {2, 16384}, {1, 65536}});
+    }
+    add_group<float, false>(1, {{8, 4096}});
+    add_group<float, true>(1, {{8, 4096}});
     return transmamba::bench::run_main(argc, argv);
 }
