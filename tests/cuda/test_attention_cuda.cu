@@ -18,6 +18,7 @@
 #include <vector>
 
 #include <transmamba/backend/cuda/attention.cuh>
+#include <transmamba/backend/cuda/decode_attention.cuh>
 
 #include "reference/reference.hpp"
 
@@ -175,6 +176,80 @@ void check_all_shapes() {
 }
 
 }  // namespace
+
+// Decoding: the newest token (position len - 1) against a cache of len tokens equals the last row
+// of the oracle's causal attention over those len tokens. Float32 arithmetic on inputs rounded to
+// T: bound 1e-5 for every storage type. Caches from 1 token to several key splits, and a group of
+// 5120 columns (two column slices of a split block).
+template <class T, class Variant>
+void check_decode_case(index_t len, index_t h, index_t p, index_t n, index_t g, const char* variant, std::uint64_t seed) {
+    mixer_config cfg;
+    cfg.expand = 1;
+    cfg.d_model = h * p;
+    cfg.headdim = p;
+    cfg.d_state = n;
+    cfg.ngroups = g;
+    cfg.validate();
+    reference::dims d;
+    d.seqlen = int(len);
+    d.d_model = int(h * p);
+    d.expand = 1;
+    d.headdim = int(p);
+    d.d_state = int(n);
+    d.ngroups = int(g);
+    const auto hp = static_cast<std::size_t>(h * p), gn = static_cast<std::size_t>(g * n);
+    const auto rows = static_cast<std::size_t>(len);
+    auto x = reference::random_vector(rows * hp, seed * 101 + 1);
+    auto B = reference::random_vector(rows * gn, seed * 101 + 2);
+    auto C = reference::random_vector(rows * gn, seed * 101 + 3, -2.0, 2.0);  // peaked softmax rows too
+    auto D = reference::random_vector(static_cast<std::size_t>(h), seed * 101 + 4, 0.5, 1.5);
+    for (auto* v : {&x, &B, &C})
+        for (auto& e : *v) e = round_to<T>(e);
+    for (auto& e : D) e = static_cast<double>(static_cast<float>(e));
+    const auto to_t = [](const std::vector<double>& v, std::size_t from, std::size_t count) {
+        std::vector<T> r(count);
+        for (std::size_t i = 0; i < count; ++i) r[i] = kernels::cuda::from_float<T>(float(v[from + i]));
+        return r;
+    };
+    const auto keys = to_t(B, 0, rows * gn), values = to_t(x, 0, rows * hp), query = to_t(C, (rows - 1) * gn, gn);
+    std::vector<float> D_f(D.begin(), D.end()), y_host(hp, std::numeric_limits<float>::quiet_NaN());
+
+    using traits = backend_traits<transmamba::cuda>;
+    const cuda_context ctx{};
+    device_buffer<T> keys_d(keys.size()), values_d(values.size()), query_d(query.size());
+    device_buffer<float> D_d(D_f.size()), y_d(hp);
+    traits::copy_from_host(keys.data(), keys_d.data(), keys.size(), ctx);
+    traits::copy_from_host(values.data(), values_d.data(), values.size(), ctx);
+    traits::copy_from_host(query.data(), query_d.data(), query.size(), ctx);
+    traits::copy_from_host(D_f.data(), D_d.data(), D_f.size(), ctx);
+    traits::copy_from_host(y_host.data(), y_d.data(), hp, ctx);
+    using kernel = decode_attention_kernel<Variant, transmamba::cuda>;
+    device_buffer<std::byte> scratch(kernel::template scratch_bytes<T>(cfg, len));
+    kernel::template run<T>(ctx, cfg, query_d.data(), keys_d.data(), values_d.data(), D_d.data(), len, y_d.data(),
+                            align_span({scratch.data(), scratch.size()}));
+    traits::copy_to_host(y_d.data(), y_host.data(), hp, ctx);
+    traits::synchronize(ctx);
+
+    const auto want = reference::attention(d, oracle_variant<Variant>(n), x, B, C, D, int(len));
+    const std::vector<double> got(y_host.begin(), y_host.end()), last(want.end() - std::ptrdiff_t(hp), want.end());
+    const double rel = reference::max_relative_error(got, last);
+    std::printf("decode attention cuda %-5s %-16s len=%td h=%td p=%td n=%td g=%td: rel err %.3e\n", type_name<T>(),
+                variant, len, h, p, n, g, rel);
+    INFO(type_name<T>(), " ", variant, " len=", len, " h=", h, " p=", p, " n=", n, " g=", g);
+    CHECK(rel < 1e-5);
+}
+
+TEST_CASE_TEMPLATE("decode attention cuda: the newest row of causal attention, split over the cache", T, float,
+                   __nv_bfloat16) {
+    std::uint64_t seed = 300;
+    check_decode_case<T, paper_attention>(1, 4, 16, 32, 2, "paper_attention", ++seed);
+    check_decode_case<T, paper_attention>(100, 4, 16, 32, 1, "paper_attention", ++seed);
+    check_decode_case<T, paper_attention>(1000, 8, 64, 128, 2, "paper_attention", ++seed);
+    check_decode_case<T, paper_attention>(5000, 64, 64, 128, 1, "paper_attention", ++seed);
+    check_decode_case<T, paper_attention>(700, 80, 64, 32, 1, "paper_attention", ++seed);  // 5120 columns
+    check_decode_case<T, no_skip_attention>(333, 4, 32, 64, 4, "no_skip_attention", ++seed);
+    check_decode_case<T, rope_attention>(900, 4, 32, 64, 2, "rope_attention", ++seed);
+}
 
 TEST_CASE("attention cuda: float matches the float64 oracle") { check_all_shapes<float>(); }
 
