@@ -1,22 +1,32 @@
-// One decoding step of a TransMamba mixer on the GPU: mixer<bf16, cuda>::step, the library's decode
-// path (SPEC section 5), 64 heads x headdim 64 x d_state 128 (d_model 2048, expand 2), bf16
-// storage, float32 state, random weights in a trained model's ranges (block/random_init.hpp):
+// Decoding on the GPU, 64 heads x headdim 64 x d_state 128 (d_model 2048, expand 2), bf16 storage,
+// float32 state. Two levels:
 //
-//   decode_ssm/transmamba/bf16/b:1/h:64/p:64/n:128/g:{1,8}/graph:{0,1}
-//       a step at a position >= P: in-projection GEMV, conv over the window, time steps, the SSM
-//       update S = a S + dt x B^T, y = S C + D x, gated RMSNorm, out-projection GEMV
+// The kernels a step is made of, next to the peers that do the same work (bench/peers/decode_peers.py):
+//   decode_ssm/transmamba/bf16/b:{1,16,64,256}/h:64/p:64/n:128/g:{1,8}/graph:{0,1}
+//       decode_scan_kernel: S = exp(dt A) S + dt x B^T, y = S C + D x for a batch of sequences
+//       (peer: mamba_ssm's selective_state_update on the same shapes)
 //   decode_attention/transmamba/bf16/b:1/h:64/p:64/n:128/g:{1,8}/cache:{1024,8192}/graph:{0,1}
+//       decode_attention_kernel: the newest query against a KV cache of `cache` tokens, split along
+//       the cache (peer: SDPA over the same cache, keys repeated per head)
+//   Inputs rotate over enough copies (>= 150 MB in all) that no call finds its state or cache in
+//   the 50 MB L2; graph:1 replays one captured launch per copy.
+//
+// A whole mixer step (mixer<bf16, cuda>::step, the library's decode path, SPEC section 5):
+//   decode_step_ssm/transmamba/bf16/b:1/h:64/p:64/n:128/g:{1,8}/graph:{0,1}
+//       a step at a position >= P: in-projection GEMV, conv over the window, time steps, the SSM
+//       update, gated RMSNorm, out-projection GEMV
+//   decode_step_attention/transmamba/bf16/b:1/h:64/p:64/n:128/g:{1,8}/cache:{1024,8192}/graph:{0,1}
 //       a step below P over a KV cache of `cache` tokens: the same projections, the token's key and
 //       value appended, decode_attention_kernel over the cache
 //
-// Batch 1 only: the library decodes one sequence per decode state (mixer::prefill requires batch 1,
-// mixer::step takes one token); batch > 1 is not supported by the library, so it is not measured.
+// The mixer decodes one sequence per decode state (mixer::prefill requires batch 1, mixer::step
+// takes one token), so the whole step is measured at batch 1; the SSM kernel takes any batch.
 //
-// graph:0  the default layer (paper_policies, checked_inputs), eager: every step checks its input
+// Whole step, graph:0: the default layer (paper_policies, checked_inputs), eager: every step checks its input
 //          for non-finite values (backend_traits<cuda>::first_non_finite: an 8-byte cudaMalloc /
 //          cudaFree, a device-to-host copy and a stream synchronisation), so it cannot be captured;
 //          the timings include that host round trip.
-// graph:1  paper_policies::with_input_check<trusted_inputs> (no per-call check), one step per layer
+// Whole step, graph:1: paper_policies::with_input_check<trusted_inputs> (no per-call check), one step per layer
 //          captured once in a CUDA graph (at the position every timed step runs at) and replayed.
 //
 // Setup per benchmark: 4 layers, each with its own copy of the weights and its own decode state,
@@ -39,7 +49,9 @@
 //   flop_fraction, byte_fraction   of 676 TFLOP/s and 3000 GB/s
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -191,9 +203,9 @@ void add(const shape& s) {
     const bool ssm = s.cache == 0;
     const int graph = Graph ? 1 : 0;
     const auto name =
-        ssm ? bench::bench_name("decode_ssm", "transmamba", "bf16",
+        ssm ? bench::bench_name("decode_step_ssm", "transmamba", "bf16",
                                 {{"b", 1}, {"h", c.nheads()}, {"p", c.headdim}, {"n", c.d_state}, {"g", s.g}, {"graph", graph}})
-            : bench::bench_name("decode_attention", "transmamba", "bf16",
+            : bench::bench_name("decode_step_attention", "transmamba", "bf16",
                                 {{"b", 1},
                                  {"h", c.nheads()},
                                  {"p", c.headdim},
@@ -207,6 +219,119 @@ void add(const shape& s) {
     bench::add(name, bench::iterations_for(est_ms, 500.0, 50, 400), [s](benchmark::State& st) { bm_decode<Graph>(st, s); });
 }
 
+// ---- the kernels ---------------------------------------------------------------------------------
+
+constexpr double rotate_bytes = 150e6;  // the copies of the inputs a kernel benchmark rotates over
+
+int copies_for(double bytes_per_copy) {
+    return static_cast<int>(std::clamp(std::ceil(rotate_bytes / bytes_per_copy), 1.0, 80.0));
+}
+
+// Times `launch(copy, ctx)` over the copies in turn: eager on the legacy stream, or one captured
+// graph per copy replayed on a stream of its own.
+template <class Launch>
+std::vector<double> time_rotating(benchmark::State& st, int copies, bool graph, Launch&& launch) {
+    int next = 0, current = 0;
+    const auto prepare = [&] {
+        current = next;
+        next = (next + 1) % copies;
+    };
+    if (!graph) {
+        const cuda_context ctx{};
+        return bench::time_iterations(st, ctx.stream, 2 * copies, prepare, [&] { launch(current, ctx); });
+    }
+    cuda_stream stream;
+    std::vector<std::unique_ptr<bench::captured_graph>> graphs;
+    for (int i = 0; i < copies; ++i)
+        graphs.push_back(std::make_unique<bench::captured_graph>(stream.get(),
+                                                                 [&](const cuda_context& ctx) { launch(i, ctx); }));
+    return bench::time_iterations(st, stream.get(), 2 * copies, prepare, [&] { graphs[current]->launch(stream.get()); });
+}
+
+// decode_scan_kernel on `batch` sequences of one token.
+void bm_decode_ssm_kernel(benchmark::State& st, index_t batch, index_t g, bool graph) {
+    const mixer_config c = layer_config(g);
+    const index_t h = c.nheads(), p = c.headdim, n = c.d_state;
+    const std::size_t state_elems = static_cast<std::size_t>(batch * h * p * n);
+    const std::size_t in_elems = static_cast<std::size_t>(batch * (h * p + 2 * g * n));
+    const double copy_bytes = double(state_elems) * sizeof(float) + double(in_elems) * sizeof(bf16);
+    const int copies = copies_for(copy_bytes);
+    device_buffer<bf16> xbc(in_elems * copies);
+    device_buffer<float> dt(static_cast<std::size_t>(batch * h) * copies), A(h), D(h), state(state_elems * copies),
+        y(static_cast<std::size_t>(batch * h * p) * copies);
+    bench::fill_uniform(xbc, 21, -1.0f, 1.0f);
+    bench::fill_uniform(dt, 22, 1e-3f, 0.1f);
+    bench::fill_uniform(A, 23, -1.5f, -0.05f);
+    bench::fill_uniform(D, 24, 0.5f, 1.5f);
+    bench::fill_uniform(state, 25, -1.0f, 1.0f);
+    const index_t width = h * p + 2 * g * n;
+    const auto launch = [&](int i, const cuda_context& ctx) {
+        const bf16* row = xbc.data() + in_elems * i;
+        ssm_inputs<bf16> in;
+        in.x = tensor_view<const bf16, 4>(row, {batch, 1, h, p}, {width, width, p, 1});
+        in.B = tensor_view<const bf16, 4>(row + h * p, {batch, 1, g, n}, {width, width, n, 1});
+        in.C = tensor_view<const bf16, 4>(row + h * p + g * n, {batch, 1, g, n}, {width, width, n, 1});
+        in.dt = tensor_view<const float, 3>(dt.data() + batch * h * i, {batch, 1, h});
+        in.A = A.data();
+        in.D = D.data();
+        decode_scan_kernel<transmamba::cuda>::run<bf16>(
+            ctx, c, in, tensor_view<float, 4>(y.data() + batch * h * p * i, {batch, 1, h, p}),
+            tensor_view<float, 4>(state.data() + state_elems * i, {batch, h, p, n}));
+    };
+    const auto times = time_rotating(st, copies, graph, launch);
+    bench::work_counts w;
+    w.tokens = double(batch);
+    w.flops = 6.0 * double(state_elems);
+    w.bytes = 2.0 * double(state_elems) * sizeof(float) + double(in_elems) * sizeof(bf16) +
+              double(batch * h * p) * sizeof(float);
+    w.ceiling = bench::ceiling_TFLOP_per_s("fp32");
+    bench::set_counters(st, times, w);
+}
+
+// decode_attention_kernel: the newest token's query against a cache of `cache` tokens.
+void bm_decode_attention_kernel(benchmark::State& st, index_t g, index_t cache, bool graph) {
+    const mixer_config c = layer_config(g);
+    const index_t h = c.nheads(), p = c.headdim, n = c.d_state;
+    using kernel = decode_attention_kernel<paper_attention, transmamba::cuda>;
+    const std::size_t key_elems = static_cast<std::size_t>(cache * g * n), value_elems = static_cast<std::size_t>(cache * h * p);
+    const int copies = copies_for(double(key_elems + value_elems) * sizeof(bf16));
+    device_buffer<bf16> keys(key_elems * copies), values(value_elems * copies), query(static_cast<std::size_t>(g * n));
+    device_buffer<float> D(h), y(static_cast<std::size_t>(h * p));
+    bench::fill_uniform(keys, 31, -1.0f, 1.0f);
+    bench::fill_uniform(values, 32, -1.0f, 1.0f);
+    bench::fill_uniform(query, 33, -1.0f, 1.0f);
+    bench::fill_uniform(D, 34, 0.5f, 1.5f);
+    device_buffer<std::byte> scratch(kernel::scratch_bytes<bf16>(c, cache));
+    const auto launch = [&](int i, const cuda_context& ctx) {
+        kernel::run<bf16>(ctx, c, query.data(), keys.data() + key_elems * i, values.data() + value_elems * i, D.data(),
+                          cache, y.data(), align_span({scratch.data(), scratch.size()}));
+    };
+    const auto times = time_rotating(st, copies, graph, launch);
+    bench::work_counts w;
+    w.tokens = 1.0;
+    w.flops = 2.0 * double(cache) * double(g * n + h * p);
+    w.bytes = double(key_elems + value_elems) * sizeof(bf16);
+    w.ceiling = bench::ceiling_TFLOP_per_s("bf16");
+    bench::set_counters(st, times, w);
+}
+
+void add_kernels(index_t g) {
+    const auto c = layer_config(g);
+    for (int graph : {0, 1}) {
+        for (index_t batch : {1, 16, 64, 256})
+            bench::add(bench::bench_name("decode_ssm", "transmamba", "bf16",
+                                         {{"b", batch}, {"h", c.nheads()}, {"p", c.headdim}, {"n", c.d_state}, {"g", g},
+                                          {"graph", graph}}),
+                       batch >= 64 ? 100 : 400,
+                       [=](benchmark::State& st) { bm_decode_ssm_kernel(st, batch, g, graph == 1); });
+        for (index_t cache : {1024, 8192})
+            bench::add(bench::bench_name("decode_attention", "transmamba", "bf16",
+                                         {{"b", 1}, {"h", c.nheads()}, {"p", c.headdim}, {"n", c.d_state}, {"g", g},
+                                          {"cache", cache}, {"graph", graph}}),
+                       200, [=](benchmark::State& st) { bm_decode_attention_kernel(st, g, cache, graph == 1); });
+    }
+}
+
 // Each group of benchmarks of one (policies, g) runs in a row, so its layers are drawn once.
 template <bool Graph>
 void add_group(index_t g) {
@@ -218,6 +343,7 @@ void add_group(index_t g) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    for (index_t g : {1, 8}) add_kernels(g);
     for (index_t g : {1, 8}) {
         add_group<false>(g);
         add_group<true>(g);
