@@ -180,7 +180,8 @@ void check_all_shapes() {
 // Decoding: the newest token (position len - 1) against a cache of len tokens equals the last row
 // of the oracle's causal attention over those len tokens. Float32 arithmetic on inputs rounded to
 // T: bound 1e-5 for every storage type. Caches from 1 token to several key splits, and a group of
-// 5120 columns (two column slices of a split block).
+// 5120 columns (two column slices of a split block). (The oracle computes every row of the causal
+// attention in float64: the caches stay at a few thousand tokens to keep it to seconds.)
 template <class T, class Variant>
 void check_decode_case(index_t len, index_t h, index_t p, index_t n, index_t g, const char* variant, std::uint64_t seed) {
     mixer_config cfg;
@@ -245,8 +246,8 @@ TEST_CASE_TEMPLATE("decode attention cuda: the newest row of causal attention, s
     check_decode_case<T, paper_attention>(1, 4, 16, 32, 2, "paper_attention", ++seed);
     check_decode_case<T, paper_attention>(100, 4, 16, 32, 1, "paper_attention", ++seed);
     check_decode_case<T, paper_attention>(1000, 8, 64, 128, 2, "paper_attention", ++seed);
-    check_decode_case<T, paper_attention>(5000, 64, 64, 128, 1, "paper_attention", ++seed);
-    check_decode_case<T, paper_attention>(700, 80, 64, 32, 1, "paper_attention", ++seed);  // 5120 columns
+    check_decode_case<T, paper_attention>(3000, 8, 64, 128, 1, "paper_attention", ++seed);
+    check_decode_case<T, paper_attention>(300, 80, 64, 32, 1, "paper_attention", ++seed);  // 5120 columns
     check_decode_case<T, no_skip_attention>(333, 4, 32, 64, 4, "no_skip_attention", ++seed);
     check_decode_case<T, rope_attention>(900, 4, 32, 64, 2, "rope_attention", ++seed);
 }
