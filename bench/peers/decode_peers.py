@@ -34,18 +34,15 @@ Usage: python3 bench/peers/decode_peers.py [--json out.json] [--quick] [--budget
 (PYTHONPATH=.peers for mamba_ssm, see ssd_triton.py). The JSON file is rewritten after every shape.
 """
 import argparse
-import datetime
-import json
 import math
-import os
-import platform
-import time
 
 import torch
 import torch.nn.functional as F
 import triton
 
 from mamba_ssm.ops.triton.selective_state_update import selective_state_update
+
+from convention import CEILING_TFLOPS, Results, base_context, bench_name, make_record, run_cases
 
 HEADS, HEADDIM, D_STATE = 64, 64, 128
 BATCHES = [1, 16, 64, 256]
@@ -54,94 +51,6 @@ SSM_GROUPS = [1, 8]
 REF_HEADS, REF_HEADDIM = 64, 128
 ROTATE_BYTES = 150 * 2**20
 LOOPS = 7
-
-# --- the naming convention and the JSON file (the same few helpers in every peer script) ---------
-KEY_ORDER = ("b", "L", "h", "p", "n", "g", "P", "cache", "graph")
-CEILING_TFLOPS = {"bf16": 676.0, "f16": 676.0, "tf32": 352.0, "fp32": 52.0}
-BANDWIDTH_GBS = 3000.0
-
-
-def bench_name(component, impl, dtype, **keys):
-    """`<component>/<impl>/<dtype>/<key>:<value>/...` with the keys in the convention's order."""
-    unknown = set(keys) - set(KEY_ORDER)
-    assert not unknown, f"keys outside the convention: {unknown}"
-    return "/".join([component, impl, dtype] + [f"{k}:{keys[k]}" for k in KEY_ORDER if keys.get(k) is not None])
-
-
-def make_record(name, ms, *, flops=None, nbytes=None, tokens=None, ceiling=None, **extra):
-    """A Google-Benchmark-style record: the median time and the rates derived from it."""
-    rec = {"name": name, "run_name": name, "run_type": "iteration", "real_time": ms, "time_unit": "ms",
-           "median_ms": ms}
-    seconds = ms * 1e-3
-    if tokens:
-        rec["tokens_per_s"] = tokens / seconds
-    if flops:
-        rec["TFLOP_per_s"] = flops / seconds * 1e-12
-        if ceiling:
-            rec["flop_fraction"] = rec["TFLOP_per_s"] / ceiling
-    if nbytes:
-        rec["GB_per_s"] = nbytes / seconds * 1e-9
-        rec["byte_fraction"] = rec["GB_per_s"] / BANDWIDTH_GBS
-    rec.update(extra)
-    return rec
-
-
-class Results:
-    """Collects records; rewrites the JSON file (atomically) after every addition."""
-
-    def __init__(self, path, context):
-        self.path, self.context, self.records = path, context, []
-
-    def add(self, rec):
-        self.records.append(rec)
-        rates = "".join(f"  {k} {rec[k]:.1f}" for k in ("TFLOP_per_s", "GB_per_s") if k in rec)
-        print(f"{rec['name']:70s} {rec['median_ms'] * 1e3:10.1f} us{rates}", flush=True)
-        self.save()
-
-    def save(self):
-        if not self.path:
-            return
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"context": self.context, "benchmarks": self.records}, f, indent=1)
-        os.replace(tmp, self.path)
-
-
-def base_context(script, args):
-    props = torch.cuda.get_device_properties(0)
-    return {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "host_name": platform.node(),
-        "executable": script,
-        "device": torch.cuda.get_device_name(),
-        "compute_capability": f"{props.major}.{props.minor}",
-        "torch_version": torch.__version__,
-        "cuda_version": torch.version.cuda,
-        "triton_version": triton.__version__,
-        "quick": args.quick,
-        "budget_s": args.budget,
-        "skipped": [],
-        "errors": [],
-    }
-
-
-def run_cases(cases, budget_s, results):
-    """Runs (label, fn) in order until the time budget is spent; the rest are listed as skipped."""
-    deadline = time.monotonic() + budget_s
-    for label, fn in cases:
-        if time.monotonic() > deadline:
-            results.context["skipped"].append(label)
-            print(f"skipped (time budget): {label}", flush=True)
-            continue
-        try:
-            fn()
-        except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
-            msg = f"{label}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-            results.context["errors"].append(msg)
-            print("error:", msg, flush=True)
-        torch.cuda.empty_cache()
-    results.save()
-
 
 # --- measurement ----------------------------------------------------------------------------------
 
@@ -266,7 +175,7 @@ def main():
     context = base_context("bench/peers/decode_peers.py", args)
     context["timing"] = ("CUDA events around back-to-back calls (eager) or graph replays (graph:1), ms per call, "
                          f"median of {LOOPS} loops; inputs rotated over copies totalling >= 150 MB")
-    results = Results(args.json, context)
+    results = Results(args.json, context, print_unit="us")
     print(f"{context['device']}  torch {torch.__version__}  triton {triton.__version__}", flush=True)
 
     batches = [1, 64] if args.quick else BATCHES

@@ -58,11 +58,9 @@ The JSON file is rewritten after every shape, so a run cut short keeps what it m
 """
 import argparse
 import dataclasses
-import datetime
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -70,9 +68,10 @@ import time
 import torch
 import torch.nn.functional as F
 
+from convention import CEILING_TFLOPS, Results, base_context, bench_name, make_record, median_ms, run_cases
+
 try:  # the timed path needs Triton and mamba_ssm; the float64 reference does not
     import triton
-    import triton.testing
     from mamba_ssm.ops.triton.layernorm_gated import rmsnorm_fn
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
     from mamba_ssm.ops.triton.ssd_chunk_state import _chunk_cumsum_fwd, _chunk_state_fwd
@@ -87,86 +86,6 @@ CONVERTER_P = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]  # b = 65536 / 
 D_MODEL, EXPAND, HEADDIM, D_STATE, D_CONV, CHUNK = 2048, 2, 64, 128, 4, 256
 SELF_CHECK_TOLERANCE = {"bf16": 2e-2, "fp32": 1e-4}
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
-
-# --- the naming convention and the JSON file (the same few helpers in every peer script) ---------
-KEY_ORDER = ("b", "L", "h", "p", "n", "g", "P", "cache", "graph")
-CEILING_TFLOPS = {"bf16": 676.0, "f16": 676.0, "tf32": 352.0, "fp32": 52.0}
-BANDWIDTH_GBS = 3000.0
-
-
-def bench_name(component, impl, dtype, **keys):
-    """`<component>/<impl>/<dtype>/<key>:<value>/...` with the keys in the convention's order."""
-    unknown = set(keys) - set(KEY_ORDER)
-    assert not unknown, f"keys outside the convention: {unknown}"
-    return "/".join([component, impl, dtype] + [f"{k}:{keys[k]}" for k in KEY_ORDER if keys.get(k) is not None])
-
-
-def make_record(name, ms, *, flops=None, nbytes=None, tokens=None, ceiling=None, **extra):
-    """A Google-Benchmark-style record: the median time and the rates derived from it."""
-    rec = {"name": name, "run_name": name, "run_type": "iteration", "real_time": ms, "time_unit": "ms",
-           "median_ms": ms}
-    seconds = ms * 1e-3
-    if tokens:
-        rec["tokens_per_s"] = tokens / seconds
-    if flops:
-        rec["TFLOP_per_s"] = flops / seconds * 1e-12
-        if ceiling:
-            rec["flop_fraction"] = rec["TFLOP_per_s"] / ceiling
-    if nbytes:
-        rec["GB_per_s"] = nbytes / seconds * 1e-9
-        rec["byte_fraction"] = rec["GB_per_s"] / BANDWIDTH_GBS
-    rec.update(extra)
-    return rec
-
-
-class Results:
-    """Collects records; rewrites the JSON file (atomically) after every addition."""
-
-    def __init__(self, path, context):
-        self.path, self.context, self.records = path, context, []
-
-    def add(self, rec):
-        self.records.append(rec)
-        rates = "".join(f"  {k} {rec[k]:.1f}" for k in ("TFLOP_per_s", "GB_per_s") if k in rec)
-        print(f"{rec['name']:70s} {rec['median_ms']:10.4f} ms{rates}", flush=True)
-        self.save()
-
-    def save(self):
-        if not self.path:
-            return
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"context": self.context, "benchmarks": self.records}, f, indent=1)
-        os.replace(tmp, self.path)
-
-
-def base_context(script, args):
-    props = torch.cuda.get_device_properties(0)
-    return {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "host_name": platform.node(),
-        "executable": script,
-        "device": torch.cuda.get_device_name(),
-        "compute_capability": f"{props.major}.{props.minor}",
-        "torch_version": torch.__version__,
-        "cuda_version": torch.version.cuda,
-        "cudnn_version": torch.backends.cudnn.version(),
-        "triton_version": triton.__version__,
-        "quick": args.quick,
-        "budget_s": args.budget,
-        "skipped": [],
-        "errors": [],
-    }
-
-
-def median_ms(fn):
-    """Median of triton.testing.do_bench (L2 flushed before each call), at least ~5 timed calls."""
-    start = time.monotonic()
-    fn()
-    torch.cuda.synchronize()
-    once_ms = (time.monotonic() - start) * 1e3
-    return triton.testing.do_bench(fn, warmup=max(25, once_ms), rep=max(200, 5 * once_ms), return_mode="median")
-
 
 # --- the layer ------------------------------------------------------------------------------------
 
@@ -479,7 +398,7 @@ def main():
         sys.exit(run_self_check_child(args.self_check_only))
     deadline = time.monotonic() + args.budget
     torch.manual_seed(0)
-    context = base_context("bench/peers/layer_torch.py", args)
+    context = base_context("bench/peers/layer_torch.py", args, cudnn=True)
     context["timing"] = ("triton.testing.do_bench median, L2 flushed before each call, >= ~5 timed calls; "
                          "graph:1 = the whole forward captured in a torch.cuda.CUDAGraph and replayed")
     context["composition"] = ("F.linear in_proj; F.conv1d depthwise causal + SiLU; SDPA(C, B repeated per head, x) "
@@ -521,19 +440,7 @@ def main():
             results, batch, L, 1, [0, L // 8, L // 4, L // 2, L], "fp32")))
         for P in CONVERTER_P:
             cases.append((f"converter fp32 P={P}", lambda P=P: converter_case(results, P, "fp32")))
-    for label, fn in cases:
-        if time.monotonic() > deadline:
-            context["skipped"].append(label)
-            print(f"skipped (time budget): {label}", flush=True)
-            continue
-        try:
-            fn()
-        except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
-            msg = f"{label}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-            context["errors"].append(msg)
-            print("error:", msg, flush=True)
-        torch.cuda.empty_cache()
-    results.save()
+    run_cases(cases, deadline - time.monotonic(), results)  # the budget counts from the start
     print(f"{len(results.records)} records; skipped {len(context['skipped'])}; errors {len(context['errors'])}")
 
 
