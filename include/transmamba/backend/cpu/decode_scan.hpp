@@ -1,13 +1,14 @@
 #pragma once
 // Decoding on the CPU, SSM side: one token's state update for a batch of sequences (SPEC.md
-// section 2),  S <- exp(dt A) S + dt x B^T,  y = S C + D x,  per head as Eigen's rank-1 update and
-// matrix-vector product (the head's state, 32 KB at 64 x 128 floats, stays in cache between the
-// two). Heads of all sequences are spread over the OpenMP threads only when the states are large
-// enough to pay for the fork.
+// section 2),  S <- exp(dt A) S + dt x B^T,  y = S C + D x,  per head by the scan's row-wise kernel
+// (kernels::cpu::scan_token_rows, backend/cpu/scan.hpp): one fused pass over the state, each row
+// updated and dotted with C while it is in registers, so the state is read and written once. Heads
+// of all sequences are spread over the OpenMP threads only when the states are large enough to pay
+// for the fork.
 #include <cmath>
 #include <type_traits>
 
-#include "transmamba/backend/cpu/eigen.hpp"
+#include "transmamba/backend/cpu/scan.hpp"
 #include "transmamba/backend/cpu/traits.hpp"
 #include "transmamba/core/config.hpp"
 #include "transmamba/core/error.hpp"
@@ -46,19 +47,12 @@ struct decode_scan_kernel<cpu> {
 
         require(y.stride(3) == 1, "decoding step: y must be contiguous along its last dimension");
 
-        using vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
-        using row_vector = Eigen::Matrix<T, 1, Eigen::Dynamic>;
         const index_t hg = h / g;
         const auto head = [&](index_t bh) {
             const index_t b = bh / h, k = bh % h, grp = k / hg;
-            const T dt = in.dt(b, 0, k), decay = std::exp(dt * in.A[k]);
-            const Eigen::Map<const row_vector> Bg(&in.B(b, 0, grp, 0), n), Cg(&in.C(b, 0, grp, 0), n);
-            const Eigen::Map<const vector> x(&in.x(b, 0, k, 0), p);
-            Eigen::Map<kernels::cpu::matrix<T>> S(&state(b, k, 0, 0), p, n);
-            Eigen::Map<vector> yk(&y(b, 0, k, 0), p);
-            S = decay * S + (dt * x) * Bg;  // the rank-1 input; S stays in cache for the product below
-            yk.noalias() = S * Cg.transpose();
-            yk += in.D[k] * x;
+            const T dt = in.dt(b, 0, k);
+            kernels::cpu::scan_token_rows(&state(b, k, 0, 0), p, n, T(std::exp(dt * in.A[k])), dt, &in.x(b, 0, k, 0),
+                                          &in.B(b, 0, grp, 0), &in.C(b, 0, grp, 0), in.D[k], &y(b, 0, k, 0));
         };
         if (batch * h * p * n >= parallel_min_elements) {
             parallel_for(batch * h, [&](index_t bh, int) { head(bh); });
