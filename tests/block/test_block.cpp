@@ -139,11 +139,11 @@ TEST_CASE("mixer_block: a short workspace or a wrong hidden size is an error, hi
                                        workspace_span{storage.data(), need}),
                          doctest::Contains("tensor 'hidden'"), error);
     CHECK(all_equal(hidden, 0.5f));
-    // a NaN in the hidden states is caught (by the mixer, on its normalised input) before the add
+    // a NaN in the hidden states is caught before anything is added, and named as the block's input
     hidden[5] = nan_value<float>();
-    CHECK_THROWS_AS(block.forward(tensor_view<float, 3>(hidden.data(), {2, 10, 32}), 3,
-                                  workspace_span{storage.data(), need}),
-                    error);
+    CHECK_THROWS_WITH_AS(block.forward(tensor_view<float, 3>(hidden.data(), {2, 10, 32}), 3,
+                                       workspace_span{storage.data(), need}),
+                         doctest::Contains("tensor 'hidden' holds a non-finite value at flat index 5"), error);
     hidden[5] = 0.5f;
     CHECK(all_equal(hidden, 0.5f));
 }

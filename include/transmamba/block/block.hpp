@@ -65,6 +65,11 @@ public:
         expect_shape(hidden, "hidden", {batch, L, d});
         require(ws.bytes >= workspace_bytes(batch, L), "workspace too small for the mixer block: has ", ws.bytes,
                 " bytes, needs ", workspace_bytes(batch, L));
+        if constexpr (Policies::input_check::per_call) {  // named here: the mixer only sees the normalised copy
+            const index_t bad = backend_traits<Backend>::first_non_finite(ctx, hidden.data(),
+                                                                          static_cast<std::size_t>(hidden.size()));
+            require(bad < 0, "tensor 'hidden' holds a non-finite value at flat index ", bad);
+        }
         workspace_arena arena(ws);
         const auto buf = layout(arena, batch, L);
         const auto rows = batch * L;
