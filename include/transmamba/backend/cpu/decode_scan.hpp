@@ -3,8 +3,11 @@
 // section 2),  S <- exp(dt A) S + dt x B^T,  y = S C + D x,  per head by the scan's row-wise kernel
 // (kernels::cpu::scan_token_rows, backend/cpu/scan.hpp): one fused pass over the state, each row
 // updated and dotted with C while it is in registers, so the state is read and written once. Heads
-// of all sequences are spread over the OpenMP threads only when the states are large enough to pay
-// for the fork.
+// of all sequences are split into one contiguous range per thread (not one task per head): a range
+// tends to stay on its core from one step to the next, and so does its state in that core's cache
+// (2 threads, 48 heads of 64 x 128: 22 us against 31 us for per-head tasks); only when the states are
+// large enough to pay for the fork.
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 
@@ -20,8 +23,9 @@ namespace transmamba {
 
 template <>
 struct decode_scan_kernel<cpu> {
-    // Below this many state elements in all, the update runs on the calling thread.
-    static constexpr index_t parallel_min_elements = index_t(1) << 18;
+    // Below this many state elements in all, the update runs on the calling thread (measured: from
+    // 4 heads of 64 x 128 on, two threads win).
+    static constexpr index_t parallel_min_elements = index_t(1) << 15;
 
     // One token (seqlen 1) of `batch` sequences: S (batch, h, p, n) advances by it in place and
     // y (batch, 1, h, p) receives its output.
@@ -54,8 +58,12 @@ struct decode_scan_kernel<cpu> {
             kernels::cpu::scan_token_rows(&state(b, k, 0, 0), p, n, T(std::exp(dt * in.A[k])), dt, &in.x(b, 0, k, 0),
                                           &in.B(b, 0, grp, 0), &in.C(b, 0, grp, 0), in.D[k], &y(b, 0, k, 0));
         };
-        if (batch * h * p * n >= parallel_min_elements) {
-            parallel_for(batch * h, [&](index_t bh, int) { head(bh); });
+        const index_t heads = batch * h;
+        if (heads * p * n >= parallel_min_elements && heads > 1) {
+            const index_t ranges = std::min<index_t>(max_threads(), heads);
+            parallel_for(ranges, [&](index_t r, int) {
+                for (index_t bh = heads * r / ranges; bh < heads * (r + 1) / ranges; ++bh) head(bh);
+            });
         } else {
             for (index_t bh = 0; bh < batch * h; ++bh) head(bh);
         }

@@ -486,16 +486,20 @@ void tiled_scan(const mixer_config& cfg, const ssm_inputs<A>& in, index_t t_begi
     });
 }
 
-// Row-wise over a short span, one task per (sequence, head).
+// Row-wise over a short span, one contiguous range of (sequence, head) pairs per thread: a range
+// tends to stay on its core from call to call, and its states in that core's cache.
 template <class A>
 void row_scan(const ssm_inputs<A>& in, index_t t_begin, index_t t_end, tensor_view<A, 4> y, tensor_view<A, 4> state) {
-    const index_t p = in.headdim(), n = in.d_state(), hg = in.heads_per_group();
-    parallel_for(in.batch() * in.nheads(), [&](index_t task, int) {
-        const index_t b = task / in.nheads(), k = task % in.nheads(), grp = k / hg;
-        for (index_t t = t_begin; t < t_end; ++t) {
-            const A dt = in.dt(b, t, k);
-            scan_token_rows(&state(b, k, 0, 0), p, n, A(std::exp(dt * in.A[k])), dt, &in.x(b, t, k, 0),
-                            &in.B(b, t, grp, 0), &in.C(b, t, grp, 0), in.D[k], &y(b, t, k, 0));
+    const index_t p = in.headdim(), n = in.d_state(), hg = in.heads_per_group(), heads = in.batch() * in.nheads();
+    const index_t ranges = std::min<index_t>(max_threads(), heads);
+    parallel_for(ranges, [&](index_t r, int) {
+        for (index_t bh = heads * r / ranges; bh < heads * (r + 1) / ranges; ++bh) {
+            const index_t b = bh / in.nheads(), k = bh % in.nheads(), grp = k / hg;
+            for (index_t t = t_begin; t < t_end; ++t) {
+                const A dt = in.dt(b, t, k);
+                scan_token_rows(&state(b, k, 0, 0), p, n, A(std::exp(dt * in.A[k])), dt, &in.x(b, t, k, 0),
+                                &in.B(b, t, grp, 0), &in.C(b, t, grp, 0), in.D[k], &y(b, t, k, 0));
+            }
         }
     });
 }
