@@ -56,9 +56,9 @@ concept named_parameter_module = requires(Module& m) {
 };
 
 template <named_parameter_module Module>
-void randomize(Module& module, std::uint64_t seed) {
+void randomize(Module& parameters_owner, std::uint64_t seed) {
     std::mt19937_64 rng(seed);
-    module.for_each_parameter([&](const auto& name, auto& buf, const std::vector<index_t>& shape) {
+    parameters_owner.for_each_parameter([&](const auto& name, auto& buf, const std::vector<index_t>& shape) {
         fill_trained_range<typename Module::backend>(buf, std::string_view(name), shape, rng);
     });
     backend_traits<typename Module::backend>::synchronize({});
