@@ -103,22 +103,8 @@ struct decode_scan_kernel<cuda> {
         static_assert(cuda_storage_type<T>, "the CUDA decoding step takes float, __nv_bfloat16 or __half storage");
         namespace k = kernels::cuda::decode_scan;
         const index_t batch = in.batch(), h = in.nheads(), p = in.headdim(), n = in.d_state(), g = in.ngroups();
-        require(in.seqlen() == 1, "decoding step: the inputs must hold one token, got ", in.seqlen());
-        require(g > 0 && h % g == 0, "decoding step: ngroups = ", g, " does not divide nheads = ", h);
-        require(h == cfg.nheads() && p == cfg.headdim && n == cfg.d_state && g == cfg.ngroups,
-                "decoding step: the inputs' (nheads, headdim, d_state, ngroups) = (", h, ", ", p, ", ", n, ", ", g,
-                ") do not match the configuration (", cfg.nheads(), ", ", cfg.headdim, ", ", cfg.d_state, ", ",
-                cfg.ngroups, ")");
+        expect_decode_step_views(cfg, in, y, state);
         require(n % 4 == 0, "decoding step (CUDA): d_state = ", n, " must be a multiple of 4");
-        require(in.x.stride(3) == 1 && in.B.stride(3) == 1 && in.C.stride(3) == 1,
-                "decoding step: x, B and C must be contiguous along their last dimension");
-        expect_shape(in.B, "B", {batch, 1, g, n});
-        expect_shape(in.C, "C", {batch, 1, g, n});
-        expect_shape(in.dt, "dt", {batch, 1, h});
-        expect_shape(y, "y", {batch, 1, h, p});
-        expect_shape(state, "state", {batch, h, p, n});
-        expect_contiguous(state, "state");
-        require(y.stride(3) == 1, "decoding step: y must be contiguous along its last dimension");
         const bool aligned = reinterpret_cast<std::uintptr_t>(state.data()) % 16 == 0 &&
                              (!std::is_same_v<T, float> ||
                               (reinterpret_cast<std::uintptr_t>(in.B.data()) % 16 == 0 &&
