@@ -126,6 +126,20 @@ struct tile_args {
     const A* decay;  // a_t per token (token by token); lam_T at decay[0] (blocks)
 };
 
+// The J x V packets of the state tile, to and from registers.
+template <class A, int J, int V, class P = typename scan_tuning<A>::packet>
+void load_state_tile(const tile_args<A>& g, P (&s)[J][V]) {
+    constexpr index_t W = scan_tuning<A>::width;
+    for (int j = 0; j < J; ++j)
+        for (int v = 0; v < V; ++v) s[j][v] = ei::pload<P>(g.sT + j * g.ld_s + v * W);
+}
+template <class A, int J, int V, class P = typename scan_tuning<A>::packet>
+void store_state_tile(const tile_args<A>& g, const P (&s)[J][V]) {
+    constexpr index_t W = scan_tuning<A>::width;
+    for (int j = 0; j < J; ++j)
+        for (int v = 0; v < V; ++v) ei::pstore(g.sT + j * g.ld_s + v * W, s[j][v]);
+}
+
 // Token by token: S = a S + B_t[j] dtx_t; y_t += C_t[j] S.
 template <class A, int J, int V>
 void recurrence_tile(const tile_args<A>& args) {
@@ -133,8 +147,7 @@ void recurrence_tile(const tile_args<A>& args) {
     using P = typename scan_tuning<A>::packet;
     constexpr index_t W = scan_tuning<A>::width;
     P s[J][V];
-    for (int j = 0; j < J; ++j)
-        for (int v = 0; v < V; ++v) s[j][v] = ei::pload<P>(g.sT + j * g.ld_s + v * W);
+    load_state_tile<A, J, V>(g, s);
     for (index_t t = 0; t < g.tokens; ++t) {
         const P a = ei::pset1<P>(g.decay[t]);
         P d[V], y[V];
@@ -152,8 +165,7 @@ void recurrence_tile(const tile_args<A>& args) {
         }
         for (int v = 0; v < V; ++v) ei::pstore(g.yc + t * g.ld_x + v * W, y[v]);
     }
-    for (int j = 0; j < J; ++j)
-        for (int v = 0; v < V; ++v) ei::pstore(g.sT + j * g.ld_s + v * W, s[j][v]);
+    store_state_tile<A, J, V>(g, s);
 }
 
 // One block: carried_k += C_k[j] S_0 for every k, then S = lam_T S_0 + sum_m B_m[j] (w_m dt_m x_m).
@@ -163,8 +175,7 @@ void block_tile(const tile_args<A>& args) {
     using P = typename scan_tuning<A>::packet;
     constexpr index_t W = scan_tuning<A>::width;
     P s[J][V];
-    for (int j = 0; j < J; ++j)
-        for (int v = 0; v < V; ++v) s[j][v] = ei::pload<P>(g.sT + j * g.ld_s + v * W);
+    load_state_tile<A, J, V>(g, s);
     for (index_t k = 0; k < g.tokens; ++k) {
         P y[V];
         for (int v = 0; v < V; ++v) y[v] = ei::pload<P>(g.yc + k * g.ld_x + v * W);
@@ -185,8 +196,7 @@ void block_tile(const tile_args<A>& args) {
             for (int v = 0; v < V; ++v) s[j][v] = ei::pmadd(b, d[v], s[j][v]);
         }
     }
-    for (int j = 0; j < J; ++j)
-        for (int v = 0; v < V; ++v) ei::pstore(g.sT + j * g.ld_s + v * W, s[j][v]);
+    store_state_tile<A, J, V>(g, s);
 }
 
 // The tile shapes as types, so that the edge tiles (fewer columns, fewer packets) are chosen at run
