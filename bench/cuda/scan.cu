@@ -5,9 +5,11 @@
 //   scan/<impl>/<dtype>/b:<65536/L>/L:<L>/h:32/p:64/n:128/g:1              L = 512 .. 65536
 //   scan/<impl>/<dtype>/b:16/L:4096/h:32/p:{64,128}/n:{64,128}/g:{1,8,32}
 //   scan/transmamba_chunk128/bf16/b:4/L:16384/h:32/p:64/n:128/g:1          the same work, chunk 128
+//   the shapes of the shared PERF.md table (16k, 64k and 256k tokens; h 32, p 64, n 128, g 1 or 8),
+//   each precision as PERF.md lists it, fp32 with both policies
 // impl/dtype: transmamba/bf16 (tensor cores, float32 accumulation), transmamba/fp32 (the default
 // policy: 3xTF32, float32-accurate), transmamba_tf32/fp32 (ssd::tf32_policy: one tf32 pass, ~1e-3).
-// batch x L = 65536 tokens in every case: xBC >= 285 MB (bf16) and y >= 537 MB, far above the
+// batch x L = 65536 tokens in the sweeps: xBC >= 285 MB (bf16) and y >= 537 MB, far above the
 // 50 MB L2, so nothing is rotated. The peer, mamba_ssm's Triton SSD on the same shapes, is
 // bench/peers/ssd_triton.py.
 //
@@ -48,11 +50,12 @@ constexpr index_t tokens = 65536;
 struct shape {
     index_t L, h, p, n, g;
     index_t chunk = 256;
-    index_t batch() const { return tokens / L; }
+    index_t b = 0;  // the batch; 0: 65536 tokens in all
+    index_t batch() const { return b > 0 ? b : tokens / L; }
 };
 
 double nominal_flops(const shape& s) {
-    return double(tokens) * double(s.h) * (2.0 * double(s.chunk) * double(s.n + s.p) + 4.0 * double(s.n * s.p));
+    return double(s.batch() * s.L) * double(s.h) * (2.0 * double(s.chunk) * double(s.n + s.p) + 4.0 * double(s.n * s.p));
 }
 
 // Expected ms of one call, for the iteration count: the rates PERF.md measured at 64k tokens
@@ -169,10 +172,21 @@ void add_all(const char* impl) {
 
 }  // namespace
 
+// The shared PERF.md table's shapes (bench/peers/ssd_triton.py PERF_MD_SHAPES), where they are
+// not in the sweeps above.
+void add_perf_md_shapes() {
+    for (index_t g : {1, 8}) add<bf16, ssd::default_policy>("transmamba", {2048, 32, 64, 128, g, 256, 8});
+    add<bf16, ssd::default_policy>("transmamba", {2048, 32, 64, 128, 1, 256, 128});
+    for (index_t g : {1, 8}) add<bf16, ssd::default_policy>("transmamba", {16384, 32, 64, 128, g, 256, 16});
+    add<float, ssd::default_policy>("transmamba", {16384, 32, 64, 128, 1, 256, 16});
+    add<float, ssd::tf32_policy>("transmamba_tf32", {16384, 32, 64, 128, 1, 256, 16});
+}
+
 int main(int argc, char** argv) {
     add_all<bf16, ssd::default_policy>("transmamba");
     add<bf16, ssd::default_policy>("transmamba_chunk128", {16384, 32, 64, 128, 1, 128});
     add_all<float, ssd::default_policy>("transmamba");
     add_all<float, ssd::tf32_policy>("transmamba_tf32");
+    add_perf_md_shapes();
     return transmamba::bench::run_main(argc, argv);
 }

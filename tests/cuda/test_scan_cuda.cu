@@ -276,7 +276,8 @@ constexpr double state_bound() {
 
 // t_begin and L not multiples of the chunk, L = 1, chunk 64 and 256, ngroups 1, 2 and nheads
 // (C B^T shared by a group's heads, and computed inline per head),
-// headdim and d_state from 16 to 128, a misaligned xBC row (scalar loads).
+// headdim and d_state from 16 to 128 (also 48, 80, 112: a column tile or a row length that is
+// not a multiple of 32), a misaligned xBC row (scalar loads).
 const shape chunked_shapes[] = {
     {2, 300, 4, 64, 128, 1, 64, 37, 300},
     {2, 520, 4, 32, 64, 2, 256, 0, 517},
@@ -285,6 +286,8 @@ const shape chunked_shapes[] = {
     {2, 150, 16, 32, 64, 1, 64, 20, 150},
     {2, 200, 2, 128, 32, 2, 64, 64, 200},
     {2, 200, 4, 16, 128, 2, 256, 5, 198, 3},
+    {2, 170, 4, 48, 48, 2, 64, 9, 170},  // headdim and d_state not multiples of 32
+    {1, 140, 2, 80, 112, 1, 64, 0, 140},
 };
 
 // One warp multiplies a 16 x 32 A by a 32 x 16 B with every fragment loader of warp_mma.cuh
@@ -322,7 +325,94 @@ __global__ void fragment_probe(const float* a, const float* b, float* out) {
             for (int i = 0; i < 4; ++i) out[v * M * N + (g + 8 * (i >> 1)) * N + nt * 8 + 2 * t + (i & 1)] = c[v][nt].v[i];
 }
 
+// The float loaders that walk k in the permuted order of warp_mma.cuh, one warp: out[0] = A B from
+// load_a_pair_mk (A[m][k]) and load_b_pair (B stored [n][k]); out[1] = (A B) X with the first
+// product's accumulators as the A fragments (a_from_accumulator) and X [k][n] read at keys 2t, 2t + 1.
+template <kernels::cuda::mma::float_mode Mode>
+__global__ void float_pair_probe(const float* a, const float* b, const float* x, float* out) {
+    namespace mma = kernels::cuda::mma;
+    constexpr int M = 16, N = 16, K = 32, ld = 36;
+    __shared__ alignas(16) float a_mk[M * ld], b_nk[N * ld], x_kn[N * ld];
+    for (int e = threadIdx.x; e < M * K; e += 32) a_mk[(e / K) * ld + e % K] = a[e];
+    for (int e = threadIdx.x; e < K * N; e += 32) b_nk[(e % N) * ld + e / N] = b[e];
+    for (int e = threadIdx.x; e < N * N; e += 32) x_kn[(e / N) * ld + e % N] = x[e];
+    __syncwarp();
+    const int g = mma::lane_id() >> 2, t = mma::lane_id() & 3;
+    mma::frag_c c[2], d[2];
+    for (auto* f : {&c[0], &c[1], &d[0], &d[1]}) mma::zero(*f);
+    for (int k0 = 0; k0 < K; k0 += 16) {
+        mma::frag_a<float> a2[2];
+        mma::load_a_pair_mk<Mode>(a2, a_mk, ld, 0, k0);
+        for (int nt = 0; nt < 2; ++nt) {
+            mma::frag_b<float> b2[2];
+            mma::load_b_pair<Mode>(b2, b_nk + (nt * 8 + g) * ld + k0 + 4 * t);
+            mma::mma<float, Mode>(c[nt], a2[0], b2[0]);
+            mma::mma<float, Mode>(c[nt], a2[1], b2[1]);
+        }
+    }
+    for (int ks = 0; ks < 2; ++ks) {  // k-step ks: the keys of c[ks], 8 ks + 2t and + 1
+        mma::frag_a<float> af;
+        mma::a_from_accumulator<Mode>(af, c[ks]);
+        for (int nt = 0; nt < 2; ++nt) {
+            mma::frag_b<float> bf;
+            mma::set_tf32<Mode>(bf.hi[0], bf.lo[0], x_kn[(8 * ks + 2 * t) * ld + nt * 8 + g]);
+            mma::set_tf32<Mode>(bf.hi[1], bf.lo[1], x_kn[(8 * ks + 2 * t + 1) * ld + nt * 8 + g]);
+            mma::mma<float, Mode>(d[nt], af, bf);
+        }
+    }
+    for (int nt = 0; nt < 2; ++nt)
+        for (int i = 0; i < 4; ++i) {
+            const int e = (g + 8 * (i >> 1)) * N + nt * 8 + 2 * t + (i & 1);
+            out[e] = c[nt].v[i];
+            out[M * N + e] = d[nt].v[i];
+        }
+}
+
+template <class Policy>
+scan_result run_chunked_with(const gpu_operands<float>& op) {
+    using kernel = scan_kernel<chunked_ssd_scan, transmamba::cuda>;
+    namespace ssd = kernels::cuda::ssd;
+    const auto& s = op.s;
+    device_buffer<float> y(std::size_t(s.batch) * s.L * s.h * s.p), state;
+    upload(state, to_storage<float>(op.init));
+    check_cuda(cudaMemset(y.data(), 0xff, y.size() * sizeof(float)), "cudaMemset (NaN poison)");
+    device_buffer<std::byte> scratch(ssd::chunk_scratch_bytes<float, Policy>(op.cfg, s.batch, s.L, true) + 1);
+    kernel::run_with<float, Policy>(cuda_context{}, op.cfg, op.in, s.t_begin, s.t_end,
+                                    tensor_view<float, 4>(y.data(), op.y_shape()),
+                                    tensor_view<float, 4>(state.data(), op.state_shape()), {scratch.data(), scratch.size()});
+    check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize (scan)");
+    return {download(y), download(state)};
+}
+
 }  // namespace
+
+TEST_CASE("cuda warp_mma: float k-step pairs and accumulators reused as A multiply like the matrices") {
+    namespace mma = kernels::cuda::mma;
+    const auto a = ref::random_vector(16 * 32, 15), b = ref::random_vector(32 * 16, 16), x = ref::random_vector(16 * 16, 17);
+    device_buffer<float> a_d, b_d, x_d, out(2 * 16 * 16);
+    upload(a_d, to_storage<float>(a));
+    upload(b_d, to_storage<float>(b));
+    upload(x_d, to_storage<float>(x));
+    std::vector<double> ab(16 * 16, 0.0), abx(16 * 16, 0.0);
+    for (int m = 0; m < 16; ++m)
+        for (int n = 0; n < 16; ++n)
+            for (int k = 0; k < 32; ++k) ab[m * 16 + n] += double(float(a[m * 32 + k])) * double(float(b[k * 16 + n]));
+    for (int m = 0; m < 16; ++m)
+        for (int n = 0; n < 16; ++n)
+            for (int k = 0; k < 16; ++k) abx[m * 16 + n] += ab[m * 16 + k] * double(float(x[k * 16 + n]));
+    const auto check = [&](auto kernel, const char* mode, double bound) {
+        kernel<<<1, 32>>>(a_d.data(), b_d.data(), x_d.data(), out.data());
+        kernels::cuda::check_launch("float_pair_probe");
+        const auto got = download(out);
+        const double e1 = ref::max_relative_error(std::vector<double>(got.begin(), got.begin() + 256), ab);
+        const double e2 = ref::max_relative_error(std::vector<double>(got.begin() + 256, got.end()), abx);
+        std::printf("fragments  float %s pairs: A B %.3g, (A B) X %.3g\n", mode, e1, e2);
+        CHECK(e1 <= bound);
+        CHECK(e2 <= bound);
+    };
+    check(float_pair_probe<mma::float_mode::tf32x3>, "3xTF32", 1e-5);
+    check(float_pair_probe<mma::float_mode::tf32>, "tf32", 2e-3);
+}
 
 TEST_CASE_TEMPLATE("cuda warp_mma fragments multiply like the matrices they load", T, float, __nv_bfloat16) {
     const auto a = rounded<T>(ref::random_vector(16 * 32, 5));
@@ -349,6 +439,28 @@ TEST_CASE_TEMPLATE("cuda warp_mma fragments multiply like the matrices they load
 TEST_CASE_TEMPLATE("cuda chunked_ssd_scan matches the float64 recurrence", T, float, __nv_bfloat16) {
     std::uint64_t seed = 11;
     for (const auto& s : chunked_shapes) check_scan<chunked_ssd_scan, T>(s, seed++, chunked_y_bound<T>(), state_bound<T>(), "chunked");
+}
+
+// ssd::tf32_policy: one tf32 pass per product (~1e-3, mamba_ssm's accuracy for float inputs).
+TEST_CASE("cuda chunked_ssd_scan with the tf32 policy is within 5e-3 of the float64 recurrence") {
+    std::uint64_t seed = 91;
+    for (const auto& s : chunked_shapes) {
+        CAPTURE(s.p);
+        CAPTURE(s.n);
+        CAPTURE(s.g);
+        const gpu_operands<float> op(s, seed++);
+        const auto got = run_chunked_with<kernels::cuda::ssd::tf32_policy>(op);
+        const auto want = ref::ssm_recurrence(op.d, op.x, op.B, op.C, op.dt, op.A, op.D, op.init, s.t_begin, s.t_end);
+        const std::size_t width = std::size_t(s.h) * s.p;
+        const double y_err = ref::max_relative_error(rows_of(got.y, s.batch, s.L, width, s.t_begin, s.t_end),
+                                                     rows_of(want.y, s.batch, s.L, width, s.t_begin, s.t_end));
+        const double s_err = ref::max_relative_error(got.state, want.final_state);
+        describe("tf32", "float", s);
+        std::printf(" y %.3g  state %.3g\n", y_err, s_err);
+        CHECK(y_err <= 5e-3);
+        CHECK(s_err <= 5e-3);
+        CHECK(all_nan(rows_of(got.y, s.batch, s.L, width, 0, s.t_begin)));
+    }
 }
 
 TEST_CASE_TEMPLATE("cuda sequential_scan matches the float64 recurrence", T, float, __nv_bfloat16) {

@@ -142,6 +142,15 @@ inline constexpr int pad_rows_contiguous_k = mma::is_16bit<T> ? 8 : 4;
 template <class T>
 inline constexpr int pad_rows_contiguous_mn = 8;
 
+// Row length of a k-contiguous C or B tile of chunk_scan and chunk_cb ([row][k], k = d_state).
+// Float tiles are read by 128-bit loads at (row g, k 4t) (mma::load_a_pair_mk): the two rows of a
+// quarter warp must start 16 banks apart, i.e. the row length is 16 modulo 32 words.
+template <class T>
+__host__ __device__ constexpr int ld_k_contiguous(int dstate) {
+    if constexpr (mma::is_16bit<T>) return dstate + pad_rows_contiguous_k<T>;
+    else return dstate % 32 == 0 ? dstate + 16 : dstate;  // d_state is a multiple of 16
+}
+
 __host__ __device__ constexpr int round_up(int v, int m) { return (v + m - 1) / m * m; }
 __host__ __device__ constexpr std::size_t round_up16(std::size_t v) { return (v + 15) / 16 * 16; }
 
@@ -218,13 +227,56 @@ __device__ __forceinline__ void load_a_km_scaled(mma::frag_a<T>& hi, mma::frag_a
 template <class T, class Policy>
 struct chunk_state_layout {
     using P = typename Policy::chunk_state;
-    static constexpr int ld_x = P::tile_m + pad_rows_contiguous_mn<T>;  // X[token][channel], read as A^T
-    static constexpr int ld_b = P::tile_n + pad_rows_contiguous_mn<T>;  // B[token][state], read as B[k][n]
+    // X[token][channel], read as A^T; B[token][state], read as B[k][n]. Float tiles are read 64 and
+    // 128 bits wide at (token 2t, column 2g or 4g): rows 8 banks apart (4 mod 16 words).
+    static constexpr int pad = mma::is_16bit<T> ? pad_rows_contiguous_mn<T> : 4;
+    static constexpr int ld_x = P::tile_m + pad;
+    static constexpr int ld_b = P::tile_n + pad;
     static constexpr std::size_t x_bytes = round_up16(sizeof(T) * P::tile_k * ld_x);
     static constexpr std::size_t b_bytes = round_up16(sizeof(T) * P::tile_k * ld_b);
     static constexpr std::size_t stage_bytes = x_bytes + b_bytes;
     static constexpr std::size_t bytes = 2 * stage_bytes;
 };
+
+// Float storage: acc += X^T diag(w) B over `steps` tokens of a stage, for the warp's 16 channels
+// from m0, with 128-bit loads. Both sums are permuted (warp_mma.cuh): over 16 tokens the lane takes
+// tokens 2t, 2t + 1 (first k-step) and 8 + 2t, 9 + 2t (second) as its columns t, t + 4; its
+// accumulator rows g, g + 8 are channels m0 + 2g, 2g + 1 (one 64-bit load of X per token); tile
+// 4 cg + i's column g is state 32 cg + 4g + i (one 128-bit load of B feeds four tiles). Tokens past
+// the chunk's end have zero rows and zero weights.
+template <mma::float_mode Mode, int TN>
+__device__ __forceinline__ void float_state_step(mma::frag_c (&acc)[TN / 8], const float* xt, int ld_x, const float* bt,
+                                                 int ld_b, const float* w, int m0, int steps, int states) {
+    const int g = mma::lane_id() >> 2, t = mma::lane_id() & 3;
+    for (int k0 = 0; k0 < steps; k0 += 16) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int k = k0 + 8 * half + 2 * t;  // the k-step's tokens k, k + 1
+            const float2 wk = *reinterpret_cast<const float2*>(w + k);
+            const float2 x0 = *reinterpret_cast<const float2*>(xt + k * ld_x + m0 + 2 * g);
+            const float2 x1 = *reinterpret_cast<const float2*>(xt + (k + 1) * ld_x + m0 + 2 * g);
+            mma::frag_a<float> a;
+            mma::set_tf32<Mode>(a.hi[0], a.lo[0], x0.x * wk.x);  // (row g, column t): channel 2g, token k
+            mma::set_tf32<Mode>(a.hi[1], a.lo[1], x0.y * wk.x);  // (row g + 8, column t): channel 2g + 1
+            mma::set_tf32<Mode>(a.hi[2], a.lo[2], x1.x * wk.y);  // (row g, column t + 4): token k + 1
+            mma::set_tf32<Mode>(a.hi[3], a.lo[3], x1.y * wk.y);
+#pragma unroll
+            for (int cg = 0; cg < TN / 32; ++cg) {
+                if (32 * cg >= states) break;
+                const float4 b0 = mma::load_float4(bt + k * ld_b + 32 * cg + 4 * g);
+                const float4 b1 = mma::load_float4(bt + (k + 1) * ld_b + 32 * cg + 4 * g);
+                const float r0[4] = {b0.x, b0.y, b0.z, b0.w}, r1[4] = {b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    mma::frag_b<float> b;
+                    mma::set_tf32<Mode>(b.hi[0], b.lo[0], r0[i]);
+                    mma::set_tf32<Mode>(b.hi[1], b.lo[1], r1[i]);
+                    mma::mma<float, Mode>(acc[4 * cg + i], a, b);
+                }
+            }
+        }
+    }
+}
 
 template <class T, class Policy>
 __global__ void __launch_bounds__(Policy::chunk_state::threads, 1)
@@ -323,7 +375,9 @@ __global__ void __launch_bounds__(Policy::chunk_state::threads, 1)
         const T* xt = xs(stage);
         const T* bt = bs(stage);
         const int steps = min(TK, q - j0);
-        for (int k0 = 0; k0 < steps; k0 += K) {
+        if constexpr (!mma::is_16bit<T>) {
+            float_state_step<Policy::float_mode, TN>(acc, xt, ld_x, bt, ld_b, weight + j0, warp * 16, steps, n - s0);
+        } else for (int k0 = 0; k0 < steps; k0 += K) {
             mma::frag_a<T> a, a_lo;
             load_a_km_scaled<T, split>(a, a_lo, xt, ld_x, warp * 16, k0, weight + j0);
 #pragma unroll
@@ -344,16 +398,35 @@ __global__ void __launch_bounds__(Policy::chunk_state::threads, 1)
 
     const int g = mma::lane_id() >> 2, t = mma::lane_id() & 3;
     float* s = out.states + ci * p * n;
+    if constexpr (!mma::is_16bit<T>) {  // rows 2g, 2g + 1 and columns 32 cg + 8t .. + 7 (see float_state_step)
 #pragma unroll
-    for (int nt = 0; nt < TN / 8; ++nt) {
-        const int col = s0 + nt * 8 + 2 * t;
-        if (col >= n) break;
+        for (int cg = 0; cg < TN / 32; ++cg) {
+            const int col = s0 + 32 * cg + 8 * t;
+            if (col >= n) break;
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-            const int row = p0 + warp * 16 + g + 8 * half;
-            if (row < p)
-                *reinterpret_cast<float2*>(s + index_t(row) * n + col) =
-                    make_float2(acc[nt].v[2 * half], acc[nt].v[2 * half + 1]);
+            for (int half = 0; half < 2; ++half) {
+                const int row = p0 + warp * 16 + 2 * g + half;
+                if (row >= p) continue;
+                float* dst = s + index_t(row) * n + col;
+                const int r = 2 * half;  // accumulator registers of the row: v[r] (column 2t), v[r + 1] (2t + 1)
+                *reinterpret_cast<float4*>(dst) = make_float4(acc[4 * cg].v[r], acc[4 * cg + 1].v[r],
+                                                              acc[4 * cg + 2].v[r], acc[4 * cg + 3].v[r]);
+                *reinterpret_cast<float4*>(dst + 4) = make_float4(acc[4 * cg].v[r + 1], acc[4 * cg + 1].v[r + 1],
+                                                                  acc[4 * cg + 2].v[r + 1], acc[4 * cg + 3].v[r + 1]);
+            }
+        }
+    } else {
+#pragma unroll
+        for (int nt = 0; nt < TN / 8; ++nt) {
+            const int col = s0 + nt * 8 + 2 * t;
+            if (col >= n) break;
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                const int row = p0 + warp * 16 + g + 8 * half;
+                if (row < p)
+                    *reinterpret_cast<float2*>(s + index_t(row) * n + col) =
+                        make_float2(acc[nt].v[2 * half], acc[nt].v[2 * half + 1]);
+            }
         }
     }
 }
@@ -479,16 +552,33 @@ __device__ __forceinline__ void warp_scores(mma::frag_c (&m)[TK / 8], const T* c
     constexpr int K = mma::k_step<T>;
 #pragma unroll
     for (int i = 0; i < TK / 8; ++i) mma::zero(m[i]);
-    for (int k0 = 0; k0 < n; k0 += K) {
-        mma::frag_a<T> a;
-        mma::load_a_mk(a, ct, ld_n, wr0, k0);
+    if constexpr (!mma::is_16bit<T>) {  // 128-bit loads, k in the permuted order of warp_mma.cuh
+        const int tiles = last_key < j0 ? 0 : 2 * min(TK / 16, (last_key - j0) / 16 + 1);
+        const int g = mma::lane_id() >> 2, t = mma::lane_id() & 3;
+        for (int k0 = 0; k0 < n; k0 += 16) {
+            mma::frag_a<T> a[2];
+            mma::load_a_pair_mk<Mode>(a, ct, ld_n, wr0, k0);
 #pragma unroll
-        for (int nt = 0; nt < TK / 16; ++nt) {
-            if (j0 + nt * 16 > last_key) break;
-            mma::frag_b<T> bf[2];
-            mma::load_b2_nk(bf, bt, ld_n, nt * 16, k0);
-            mma::mma<T, Mode>(m[2 * nt], a, bf[0]);
-            mma::mma<T, Mode>(m[2 * nt + 1], a, bf[1]);
+            for (int nt = 0; nt < TK / 8; ++nt) {
+                if (nt >= tiles) break;
+                mma::frag_b<T> bf[2];
+                mma::load_b_pair<Mode>(bf, bt + (nt * 8 + g) * ld_n + k0 + 4 * t);
+                mma::mma<T, Mode>(m[nt], a[0], bf[0]);
+                mma::mma<T, Mode>(m[nt], a[1], bf[1]);
+            }
+        }
+    } else {
+        for (int k0 = 0; k0 < n; k0 += K) {
+            mma::frag_a<T> a;
+            mma::load_a_mk(a, ct, ld_n, wr0, k0);
+#pragma unroll
+            for (int nt = 0; nt < TK / 16; ++nt) {
+                if (j0 + nt * 16 > last_key) break;
+                mma::frag_b<T> bf[2];
+                mma::load_b2_nk(bf, bt, ld_n, nt * 16, k0);
+                mma::mma<T, Mode>(m[2 * nt], a, bf[0]);
+                mma::mma<T, Mode>(m[2 * nt + 1], a, bf[1]);
+            }
         }
     }
 }
@@ -509,7 +599,7 @@ struct chunk_cb_layout {
     int ld_n;
     std::size_t tile_bytes, bytes;
     __host__ __device__ chunk_cb_layout(int dstate) {
-        ld_n = dstate + pad_rows_contiguous_k<T>;
+        ld_n = ld_k_contiguous<T>(dstate);
         tile_bytes = round_up16(sizeof(T) * std::size_t(Policy::chunk_scan::tile_rows) * ld_n);
         bytes = 2 * tile_bytes;
     }
@@ -566,22 +656,24 @@ __global__ void __launch_bounds__(Policy::chunk_scan::threads)
 }
 
 // Shared-memory layout of chunk_scan_kernel, in one place for the host (size) and the kernel:
-// entering state [cols][ld_n] | l2, dt [max_chunk] | 2 C tiles [rows][ld_n] | 2 stages of
-// {B [tile_k][ld_n] or, with shared C B^T, its float tile [rows][ld_cb], X [tile_k][ld_x]} |
-// float storage: the masked mixing tile of each warp.
+// entering state [cols][ld_s] | l2, dt [max_chunk] | 2 C tiles [rows][ld_n] | 2 stages of
+// {B [tile_k][ld_n] or, with shared C B^T, its float tile [rows][ld_cb], X [tile_k][ld_x]}.
+// Float rows are padded for conflict-free 128-bit fragment loads: X at (key 2t, column 4g) needs
+// rows 8 banks apart (ld_x = 4 mod 16 words); the entering state at (column 4g, k 4t) rows 16
+// banks apart after 4 rows (ld_s = 4 mod 8).
 template <class T, class Policy>
 struct chunk_scan_layout {
     using P = typename Policy::chunk_scan;
     static constexpr int PMax = P::tile_cols;
-    static constexpr int ld_x = PMax + pad_rows_contiguous_mn<T>;
-    static constexpr int ld_m = P::tile_k + 4;   // float: A fragments read at (row g, col t)
+    static constexpr int ld_x = PMax + (mma::is_16bit<T> ? pad_rows_contiguous_mn<T> : 4);
     static constexpr int ld_cb = P::tile_k + 8;  // float2 reads at (row g, cols 2t, 2t + 1): 8 g + 2 t distinct banks
-    int ld_n;
-    std::size_t off_l2, off_dt, off_c, c_bytes, off_stage, b_bytes, stage_bytes, off_m, bytes;
+    int ld_n, ld_s;
+    std::size_t off_l2, off_dt, off_c, c_bytes, off_stage, b_bytes, stage_bytes, bytes;
 
     __host__ __device__ chunk_scan_layout(int dstate, bool shared_cb) {
-        ld_n = dstate + pad_rows_contiguous_k<T>;
-        off_l2 = round_up16(sizeof(entering_t<T>) * std::size_t(PMax) * ld_n);
+        ld_n = ld_k_contiguous<T>(dstate);
+        ld_s = dstate + (mma::is_16bit<T> ? pad_rows_contiguous_k<T> : 4);
+        off_l2 = round_up16(sizeof(entering_t<T>) * std::size_t(PMax) * ld_s);
         off_dt = off_l2 + round_up16(sizeof(float) * Policy::max_chunk);
         off_c = off_dt + round_up16(sizeof(float) * Policy::max_chunk);
         c_bytes = round_up16(sizeof(T) * std::size_t(P::tile_rows) * ld_n);
@@ -589,18 +681,23 @@ struct chunk_scan_layout {
         b_bytes = shared_cb ? round_up16(sizeof(float) * std::size_t(P::tile_rows) * ld_cb)
                             : round_up16(sizeof(T) * std::size_t(P::tile_k) * ld_n);
         stage_bytes = b_bytes + round_up16(sizeof(T) * std::size_t(P::tile_k) * ld_x);
-        off_m = off_stage + 2 * stage_bytes;
-        bytes = off_m + (mma::is_16bit<T> ? 0 : sizeof(float) * std::size_t(P::tile_rows) * ld_m);
+        bytes = off_stage + 2 * stage_bytes;
     }
 };
+
+// Float storage: the headdim column that accumulator tile nt of chunk_scan holds as its column g.
+// Tiles 4c .. 4c + 3 interleave the 32 columns from 32 c, so that one 128-bit load of a row of X
+// gives the B operand of four tiles; a lane then holds 8 consecutive columns of y per 4 tiles.
+__device__ __forceinline__ int float_column(int nt, int g) { return 32 * (nt / 4) + 4 * g + nt % 4; }
 
 // One block per (64 headdim columns, head, chunk, b), four warps of 16 rows, walking the chunk's
 // query tiles qt = 0, 1, ... and for each the key tiles jt = 0 .. qt, one flat sequence of steps
 // with the next step's tiles in flight (cp.async, 2 stages). The entering state and the decays
 // are loaded once per block. At the first key tile of a query tile, the carried-state product;
 // at every key tile, C B^T for the warp's 16 rows in registers, masked and decayed there, times X;
-// at the last, D x and the store. 16-bit storage reuses the accumulator registers as the A
-// fragments of the product with X; float storage passes them through shared memory.
+// at the last, D x and the store. The accumulator registers of C B^T are reused as the A
+// fragments of the product with X (float storage with k and headdim columns permuted, see
+// float_column and warp_mma.cuh, so that its shared-memory reads are 128 bits wide).
 template <class T, class Policy>
 __global__ void __launch_bounds__(Policy::chunk_scan::threads, 1)
     chunk_scan_kernel(operands<T> op, chunk_scratch<T> scratch, float* y, index_t y_sb, index_t y_st, index_t y_sh) {
@@ -610,14 +707,14 @@ __global__ void __launch_bounds__(Policy::chunk_scan::threads, 1)
     constexpr int NT = PMax / 8;  // accumulator tiles along headdim
     constexpr auto fmode = Policy::float_mode;
     using layout_t = chunk_scan_layout<T, Policy>;
-    constexpr int ld_x = layout_t::ld_x, ld_m = layout_t::ld_m;
+    constexpr int ld_x = layout_t::ld_x;
     static_assert(TR == TK && TR == 16 * (threads / 32) && PMax % 16 == 0);
 
     extern __shared__ uint4 scan_smem[];
     unsigned char* smem = reinterpret_cast<unsigned char*>(scan_smem);
     const bool shared_cb = scratch.cb != nullptr;
     const layout_t L(op.dstate, shared_cb);
-    const int ld_n = L.ld_n;
+    const int ld_n = L.ld_n, ld_s = L.ld_s;
     constexpr int ld_cb = layout_t::ld_cb;
     entering_t<T>* ss = reinterpret_cast<entering_t<T>*>(smem);
     float* l2s = reinterpret_cast<float*>(smem + L.off_l2);
@@ -664,7 +761,7 @@ __global__ void __launch_bounds__(Policy::chunk_scan::threads, 1)
     };
 
     // Step 0's group also holds what the whole block reads: the entering state and the decays.
-    load_tile_async<threads>(ss, ld_n, scratch.entering + ci * p * n + index_t(col0) * n, n, PMax, n, pc, n, true);
+    load_tile_async<threads>(ss, ld_s, scratch.entering + ci * p * n + index_t(col0) * n, n, PMax, n, pc, n, true);
     copy_floats_async<threads>(l2s, scratch.cum + ci * Policy::max_chunk, round_up(q, 4));
     copy_floats_async<threads>(dts, scratch.dtc + ci * Policy::max_chunk, round_up(q, 4));
     issue_queries(0);
@@ -697,16 +794,31 @@ __global__ void __launch_bounds__(Policy::chunk_scan::threads, 1)
         if (jt == 0) {  // carried state: acc = C S_in^T, row i scaled by exp(l_i)
 #pragma unroll
             for (int i = 0; i < NT; ++i) mma::zero(acc[i]);
-            for (int k0 = 0; k0 < n; k0 += K) {
-                mma::frag_a<T> a;
-                mma::load_a_mk(a, ct, ld_n, wr0, k0);
+            if constexpr (mma::is_16bit<T>) {
+                for (int k0 = 0; k0 < n; k0 += K) {
+                    mma::frag_a<T> a;
+                    mma::load_a_mk(a, ct, ld_n, wr0, k0);
 #pragma unroll
-                for (int nt = 0; nt < NT / 2; ++nt) {
-                    if (nt * 16 >= pc) break;
-                    mma::frag_b<T> bf[2];
-                    mma::load_b2_nk(bf, ss, ld_n, nt * 16, k0);
-                    mma::mma<T, fmode>(acc[2 * nt], a, bf[0]);
-                    mma::mma<T, fmode>(acc[2 * nt + 1], a, bf[1]);
+                    for (int nt = 0; nt < NT / 2; ++nt) {
+                        if (nt * 16 >= pc) break;
+                        mma::frag_b<T> bf[2];
+                        mma::load_b2_nk(bf, ss, ld_s, nt * 16, k0);
+                        mma::mma<T, fmode>(acc[2 * nt], a, bf[0]);
+                        mma::mma<T, fmode>(acc[2 * nt + 1], a, bf[1]);
+                    }
+                }
+            } else {  // 128-bit loads; accumulator tile nt holds the columns float_column(nt, g)
+                for (int k0 = 0; k0 < n; k0 += 16) {
+                    mma::frag_a<T> a[2];
+                    mma::load_a_pair_mk<fmode>(a, ct, ld_n, wr0, k0);
+#pragma unroll
+                    for (int nt = 0; nt < NT; ++nt) {
+                        if (32 * (nt / 4) >= pc) break;
+                        mma::frag_b<T> bf[2];
+                        mma::load_b_pair<fmode>(bf, ss + float_column(nt, g) * ld_s + k0 + 4 * t);
+                        mma::mma<T, fmode>(acc[nt], a[0], bf[0]);
+                        mma::mma<T, fmode>(acc[nt], a[1], bf[1]);
+                    }
                 }
             }
             const float ea = exp2f(la), eb = exp2f(lb);
@@ -767,49 +879,74 @@ __global__ void __launch_bounds__(Policy::chunk_scan::threads, 1)
                 }
             }
         } else {
-            float* mw = reinterpret_cast<float*>(smem + L.off_m) + wr0 * ld_m;  // this warp's 16 rows
+            // The accumulators of key columns [16 s, 16 s + 8) and [16 s + 8, 16 s + 16) are the A
+            // fragments of two k-steps (keys 2t, 2t + 1 of each as columns t, t + 4); X supplies
+            // the same keys, 128 bits at a time: 4 columns of a key row, one per accumulator tile.
+            const float* xk = xt + 2 * t * ld_x + 4 * g;
 #pragma unroll
-            for (int nt = 0; nt < TK / 8; ++nt) {
-                const int col = nt * 8 + 2 * t;
-                *reinterpret_cast<float2*>(mw + g * ld_m + col) = make_float2(m[nt].v[0], m[nt].v[1]);
-                *reinterpret_cast<float2*>(mw + (g + 8) * ld_m + col) = make_float2(m[nt].v[2], m[nt].v[3]);
-            }
-            __syncwarp();
+            for (int s = 0; s < TK / 16; ++s) {
+                if (j0 + s * 16 > last_key) break;
+                mma::frag_a<T> a[2];
+                mma::a_from_accumulator<fmode>(a[0], m[2 * s]);
+                mma::a_from_accumulator<fmode>(a[1], m[2 * s + 1]);
+                const float* xs16 = xk + s * 16 * ld_x;
 #pragma unroll
-            for (int s = 0; s < TK / K; ++s) {
-                if (j0 + s * K > last_key) break;
-                mma::frag_a<T> a;
-                mma::make_a(a, [&](int r, int c) { return mw[r * ld_m + s * K + c]; });
+                for (int cg = 0; cg < PMax / 32; ++cg) {
+                    if (32 * cg >= pc) break;
+                    const float4 r0 = mma::load_float4(xs16 + 32 * cg), r1 = mma::load_float4(xs16 + ld_x + 32 * cg);
+                    const float4 r2 = mma::load_float4(xs16 + 8 * ld_x + 32 * cg);
+                    const float4 r3 = mma::load_float4(xs16 + 9 * ld_x + 32 * cg);
+                    const float k0v[4] = {r0.x, r0.y, r0.z, r0.w}, k1v[4] = {r1.x, r1.y, r1.z, r1.w};
+                    const float k8v[4] = {r2.x, r2.y, r2.z, r2.w}, k9v[4] = {r3.x, r3.y, r3.z, r3.w};
 #pragma unroll
-                for (int nt = 0; nt < NT / 2; ++nt) {
-                    if (nt * 16 >= pc) break;
-                    mma::frag_b<T> bf[2];
-                    mma::load_b2_kn(bf, xt, ld_x, nt * 16, s * K);
-                    mma::mma<T, fmode>(acc[2 * nt], a, bf[0]);
-                    mma::mma<T, fmode>(acc[2 * nt + 1], a, bf[1]);
+                    for (int i = 0; i < 4; ++i) {
+                        mma::frag_b<T> b0, b1;
+                        mma::set_tf32<fmode>(b0.hi[0], b0.lo[0], k0v[i]);
+                        mma::set_tf32<fmode>(b0.hi[1], b0.lo[1], k1v[i]);
+                        mma::set_tf32<fmode>(b1.hi[0], b1.lo[0], k8v[i]);
+                        mma::set_tf32<fmode>(b1.hi[1], b1.lo[1], k9v[i]);
+                        mma::mma<T, fmode>(acc[4 * cg + i], a[0], b0);
+                        mma::mma<T, fmode>(acc[4 * cg + i], a[1], b1);
+                    }
                 }
             }
-            __syncwarp();  // mw is rewritten at the next step
         }
 
         if (jt == qt) {  // the query tile is complete: skip term (this key tile holds its own rows) and store
             const float Dh = op.D[head];
             float* y_rows = y + b * y_sb + (c0 + i0) * y_st + head * y_sh + col0;
+            if constexpr (mma::is_16bit<T>) {
 #pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
-                const int col = nt * 8 + 2 * t;
-                if (col >= pc) break;
+                for (int nt = 0; nt < NT; ++nt) {
+                    const int col = nt * 8 + 2 * t;
+                    if (col >= pc) break;
 #pragma unroll
-                for (int half = 0; half < 2; ++half) {
-                    const int row = wr0 + g + 8 * half;
-                    if (row < rows) {
-                        float2 xv;
-                        if constexpr (mma::is_16bit<T>)
-                            xv = mma::unpack2<T>(*reinterpret_cast<const std::uint32_t*>(xt + row * ld_x + col));
-                        else
-                            xv = make_float2(xt[row * ld_x + col], xt[row * ld_x + col + 1]);
-                        *reinterpret_cast<float2*>(y_rows + row * y_st + col) =
-                            make_float2(fmaf(Dh, xv.x, acc[nt].v[2 * half]), fmaf(Dh, xv.y, acc[nt].v[2 * half + 1]));
+                    for (int half = 0; half < 2; ++half) {
+                        const int row = wr0 + g + 8 * half;
+                        if (row < rows) {
+                            const float2 xv =
+                                mma::unpack2<T>(*reinterpret_cast<const std::uint32_t*>(xt + row * ld_x + col));
+                            *reinterpret_cast<float2*>(y_rows + row * y_st + col) = make_float2(
+                                fmaf(Dh, xv.x, acc[nt].v[2 * half]), fmaf(Dh, xv.y, acc[nt].v[2 * half + 1]));
+                        }
+                    }
+                }
+            } else {  // the lane holds columns 32 cg + 8t .. + 7: tile 4 cg + i's pair (2t, 2t + 1) at + i, + 4 + i
+#pragma unroll
+                for (int cg = 0; cg < PMax / 32; ++cg) {
+                    const int col = 32 * cg + 8 * t;
+                    if (col >= pc) break;
+#pragma unroll
+                    for (int half = 0; half < 2; ++half) {
+                        const int row = wr0 + g + 8 * half;
+                        if (row >= rows) continue;
+                        const float* xr = reinterpret_cast<const float*>(xt) + row * ld_x + col;
+                        float* yr = y_rows + row * y_st + col;
+#pragma unroll
+                        for (int c = 0; c < 8; c += 2)
+                            *reinterpret_cast<float2*>(yr + c) =
+                                make_float2(fmaf(Dh, xr[c], acc[4 * cg + c % 4].v[2 * half + c / 4]),
+                                            fmaf(Dh, xr[c + 1], acc[4 * cg + (c + 1) % 4].v[2 * half + c / 4]));
                     }
                 }
             }

@@ -197,6 +197,63 @@ __device__ __forceinline__ void load_b2_kn(frag_b<T> (&b)[2], const T* tile, int
     }
 }
 
+// ---- float tiles: 128-bit shared-memory loads, k walked in a permuted order ----
+// A product sums over k, so A and B may take k in any order as long as they take the same one.
+// Scalar fragment loads (make_a / make_b) cost one shared-memory load per register; instead, float
+// operands take their k-steps in pairs over k0 .. k0 + 15, lane (g, t) holding k0 + 4t .. 4t + 3
+// of a row in one 128-bit load: the first k-step uses k0 + 4t and 4t + 1 as its columns t and
+// t + 4, the second k0 + 4t + 2 and 4t + 3.
+
+// A tf32 operand register; with 3xTF32 also its remainder (lo is left alone in plain tf32 mode,
+// where the product never reads it).
+template <float_mode Mode>
+__device__ __forceinline__ void set_tf32(std::uint32_t& hi, std::uint32_t& lo, float v) {
+    if constexpr (Mode == float_mode::tf32x3) split_tf32(v, hi, lo);
+    else hi = to_tf32(v);
+}
+
+__device__ __forceinline__ float4 load_float4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+
+// The A fragments of the k-step pair at k0 for the 16 rows [m0, m0 + 16) of a float tile A[m][k]
+// (k contiguous; rows 16-byte aligned).
+template <float_mode Mode>
+__device__ __forceinline__ void load_a_pair_mk(frag_a<float> (&a)[2], const float* tile, int ld, int m0, int k0) {
+    const int g = lane_id() >> 2, t = lane_id() & 3;
+    const float4 top = load_float4(tile + (m0 + g) * ld + k0 + 4 * t);
+    const float4 bottom = load_float4(tile + (m0 + g + 8) * ld + k0 + 4 * t);
+    // registers: 0 (row g, column t), 1 (row g + 8, column t), 2 (row g, column t + 4), 3 (row g + 8, column t + 4)
+    set_tf32<Mode>(a[0].hi[0], a[0].lo[0], top.x);
+    set_tf32<Mode>(a[0].hi[1], a[0].lo[1], bottom.x);
+    set_tf32<Mode>(a[0].hi[2], a[0].lo[2], top.y);
+    set_tf32<Mode>(a[0].hi[3], a[0].lo[3], bottom.y);
+    set_tf32<Mode>(a[1].hi[0], a[1].lo[0], top.z);
+    set_tf32<Mode>(a[1].hi[1], a[1].lo[1], bottom.z);
+    set_tf32<Mode>(a[1].hi[2], a[1].lo[2], top.w);
+    set_tf32<Mode>(a[1].hi[3], a[1].lo[3], bottom.w);
+}
+
+// The B fragments of the k-step pair for one column of B, from the lane's four consecutive k
+// (k0 + 4t .. 4t + 3 of the column, e.g. a row of a tile stored as Bt[n][k]).
+template <float_mode Mode>
+__device__ __forceinline__ void load_b_pair(frag_b<float> (&b)[2], const float* lane_k) {
+    const float4 v = load_float4(lane_k);
+    set_tf32<Mode>(b[0].hi[0], b[0].lo[0], v.x);
+    set_tf32<Mode>(b[0].hi[1], b[0].lo[1], v.y);
+    set_tf32<Mode>(b[1].hi[0], b[1].lo[0], v.z);
+    set_tf32<Mode>(b[1].hi[1], b[1].lo[1], v.w);
+}
+
+// The A fragment of one k-step taken from the accumulator c (16 x 8) of an earlier product: the
+// lane holds columns 2t and 2t + 1 of rows g and g + 8, used as the k-step's columns t and t + 4
+// (so B must supply k = 2t and 2t + 1 as its rows t and t + 4).
+template <float_mode Mode>
+__device__ __forceinline__ void a_from_accumulator(frag_a<float>& a, const frag_c& c) {
+    set_tf32<Mode>(a.hi[0], a.lo[0], c.v[0]);
+    set_tf32<Mode>(a.hi[1], a.lo[1], c.v[2]);
+    set_tf32<Mode>(a.hi[2], a.lo[2], c.v[1]);
+    set_tf32<Mode>(a.hi[3], a.lo[3], c.v[3]);
+}
+
 // ---- the products ----
 
 __device__ __forceinline__ void mma_bf16(frag_c& d, const std::uint32_t (&a)[4], const std::uint32_t (&b)[2]) {
