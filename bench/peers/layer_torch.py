@@ -53,7 +53,7 @@ state read and written. --quick: 8 x 4096 g 1, the converter at P = 4096, the bf
 
 Needs mamba_ssm's Triton ops under PYTHONPATH (.peers/, see ssd_triton.py's docstring).
 Usage: python3 bench/peers/layer_torch.py [--json out.json] [--quick] [--budget SECONDS]
-                                          [--skip-self-check]
+                                          [--skip-self-check] [--only REGEX]
 The JSON file is rewritten after every shape, so a run cut short keeps what it measured.
 """
 import argparse
@@ -61,6 +61,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -392,6 +393,9 @@ def main():
     ap.add_argument("--budget", type=float, default=170.0,
                     help="seconds from the start (self-checks included); shapes left then are skipped")
     ap.add_argument("--skip-self-check", action="store_true")
+    ap.add_argument("--only", metavar="REGEX",
+                    help="run only the cases whose label matches, e.g. 'L=16384|converter' (labels as printed "
+                         "when skipped: 'bf16 b=8 L=4096 g=1', 'converter fp32 P=512')")
     ap.add_argument("--self-check-only", choices=sorted(DTYPES), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.self_check_only:
@@ -440,6 +444,8 @@ def main():
             results, batch, L, 1, [0, L // 8, L // 4, L // 2, L], "fp32")))
         for P in CONVERTER_P:
             cases.append((f"converter fp32 P={P}", lambda P=P: converter_case(results, P, "fp32")))
+    if args.only:
+        cases = [(label, fn) for label, fn in cases if re.search(args.only, label)]
     run_cases(cases, deadline - time.monotonic(), results)  # the budget counts from the start
     print(f"{len(results.records)} records; skipped {len(context['skipped'])}; errors {len(context['errors'])}")
 

@@ -177,6 +177,27 @@ std::vector<double> run_converter(const gpu_operands<T>& op, int prefix) {
     return download(state);
 }
 
+// The converter's two steps with a forced segment length (chunks per chunk_state block); the
+// converter picks it from the GPU's size, so small shapes would only ever see one chunk per block.
+template <class T>
+std::vector<double> run_converter_segments(const gpu_operands<T>& op, int prefix, int chunks_per_block) {
+    namespace ssd = kernels::cuda::ssd;
+    using policy = ssd::default_policy;
+    const auto& s = op.s;
+    device_buffer<float> state;
+    upload(state, to_storage<float>(op.init));
+    const tensor_view<float, 4> sv(state.data(), op.state_shape());
+    device_buffer<std::byte> scratch(ssd::chunk_scratch_bytes<T, policy>(op.cfg, s.batch, s.L, false) + 64);
+    const auto operands = ssd::make_operands<T, policy>(op.cfg, op.in, 0, prefix, sv, "test");
+    workspace_arena arena(align_span({scratch.data(), scratch.size()}));
+    const auto parts = ssd::take_chunk_scratch<T, policy>(arena, op.cfg, s.batch, s.L, false);
+    const int segments = ssd::launch_chunk_state<T, policy>(cuda_context{}, operands, parts, chunks_per_block);
+    CHECK(segments == (operands.nchunks + chunks_per_block - 1) / chunks_per_block);
+    ssd::launch_state_passing<T, policy>(cuda_context{}, parts, state.data(), s.batch, s.h, segments, index_t(s.p) * s.n);
+    check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize (converter segments)");
+    return download(state);
+}
+
 void describe(const char* what, const char* type, const shape& s) {
     std::printf("%-10s %-5s b%d L%d h%d p%d n%d g%d chunk%d span[%d,%d) pad%d:", what, type, s.batch, s.L, s.h, s.p,
                 s.n, s.g, s.chunk, s.t_begin, s.t_end, s.pad);
@@ -484,6 +505,33 @@ TEST_CASE_TEMPLATE("cuda exact_converter equals the prefix's recurrence state", 
     };
     std::uint64_t seed = 51;
     for (const auto& s : shapes) check_converter<T>(s, seed++, state_bound<T>());
+}
+
+// Segments of 2, 3 and all chunks per block give the state of one chunk per block (and of the
+// recurrence), the initial state included.
+TEST_CASE_TEMPLATE("cuda exact_converter: chunk_state blocks that reduce a segment of chunks", T, float, __nv_bfloat16) {
+    const shape shapes[] = {
+        {2, 300, 4, 64, 128, 1, 64, 0, 300},  // 5 chunks, the last one short
+        {1, 600, 2, 32, 64, 2, 64, 0, 517},   // 9 chunks
+        {2, 300, 2, 128, 32, 1, 256, 0, 300, 3},
+    };
+    std::uint64_t seed = 61;
+    for (const auto& s : shapes) {
+        const gpu_operands<T> op(s, seed++);
+        const auto one = run_converter_segments(op, s.t_end, 1);
+        const auto recurrence = ref::ssm_recurrence(op.d, op.x, op.B, op.C, op.dt, op.A, op.D, op.init, 0, s.t_end);
+        const int nchunks = (s.t_end + s.chunk - 1) / s.chunk;
+        for (int per_block : {2, 3, nchunks}) {
+            CAPTURE(per_block);
+            const auto got = run_converter_segments(op, s.t_end, per_block);
+            const double err = ref::max_relative_error(got, recurrence.final_state);
+            const double vs_one = ref::max_relative_error(got, one);
+            describe("segments", type_name<T>(), s);
+            std::printf(" %d chunks per block: vs recurrence %.3g, vs one chunk per block %.3g\n", per_block, err, vs_one);
+            CHECK(err <= state_bound<T>());
+            CHECK(vs_one <= 1e-5);
+        }
+    }
 }
 
 // float32 arithmetic on inputs rounded to T: 1e-5 for every storage type.

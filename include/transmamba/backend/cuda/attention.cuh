@@ -819,12 +819,11 @@ private:
     template <class T>
     static int slices_per_wave(const kernels::cuda::prefill::attention_args<T>& a, std::size_t slice_bytes,
                                int blocks_per_sm) {
-        int device = 0, l2 = 0, sms = 0;
+        int device = 0, l2 = 0;
         kernels::cuda::check_cuda(cudaGetDevice(&device), "cudaGetDevice");
         kernels::cuda::check_cuda(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device),
                                   "cudaDeviceGetAttribute (L2 size)");
-        kernels::cuda::check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device),
-                                  "cudaDeviceGetAttribute (multiprocessor count)");
+        const int sms = kernels::cuda::multiprocessor_count();
         const auto budget = static_cast<std::size_t>(cuda_attention_schedule::l2_share * l2);
         const std::size_t slices = std::size_t(a.col_chunks) * a.groups * a.batch;
         const std::size_t fit = slice_bytes > 0 ? budget / slice_bytes : slices;

@@ -4,6 +4,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <memory>
 
 #include "transmamba/backend/cuda/check.cuh"
@@ -33,6 +34,26 @@ struct cuda_context {
         return h;
     }
 };
+
+namespace kernels::cuda {
+
+// The current device's multiprocessor count, asked of the driver once per device (launch
+// heuristics size their grids with it on every call).
+inline int multiprocessor_count() {
+    static std::atomic<int> counts[64] = {};
+    int device = 0;
+    check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+    require(device >= 0 && device < 64, "CUDA device index ", device, " out of the supported range");
+    int count = counts[device].load(std::memory_order_relaxed);
+    if (count == 0) {
+        check_cuda(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device),
+                   "cudaDeviceGetAttribute (multiprocessor count)");
+        counts[device].store(count, std::memory_order_relaxed);
+    }
+    return count;
+}
+
+}  // namespace kernels::cuda
 
 // An owned, non-blocking stream.
 class cuda_stream {

@@ -2,10 +2,12 @@
 // The exact Memory Converter on the GPU (SPEC.md section 3, paper eq. 8-9), with the CPU kernel's
 // interface (backend/cpu/converter.hpp):
 //   S_{P-1} = (prod_{m<P} a_m) S_init + sum_{j<P} w_j x_j B_j^T,  w_j = exp(sum_{m=j+1}^{P-1} dt_m A) dt_j
-// It is the chunked SSD's steps (1) and (2) over the prefix (ssd_chunk.cuh): per tile of chunk_size
-// tokens, the suffix sums of dt A from the tile's end, the weights exp(suffix) dt_j and the tile's
-// product X^T diag(w) B; the tiles are then reduced into the state, each decayed by the tiles after
-// it, the initial state by all of them. No state is written for the intermediate tiles.
+// It is the chunked SSD's steps (1) and (2) over the prefix (ssd_chunk.cuh): per chunk of chunk_size
+// tokens, the suffix sums of dt A from the chunk's end, the weights exp(suffix) dt_j and the chunk's
+// product X^T diag(w) B. A chunk_state block reduces a whole segment of consecutive chunks in
+// registers (what it holds decays over each next chunk), so only one state per segment is written;
+// state passing then joins the segments, each decayed by the ones after it, the initial state by
+// all of them. No state is kept for the intermediate chunks.
 #include "transmamba/backend/cuda/scan.cuh"
 #include "transmamba/backend/cuda/ssd_chunk.cuh"
 #include "transmamba/policy/converter.hpp"
@@ -32,8 +34,9 @@ struct converter_kernel<exact_converter, cuda> {
         const auto op = ssd::make_operands<T, policy>(cfg, in, 0, prefix, state, who);
         workspace_arena arena(align_span(span));
         const auto scratch = ssd::take_chunk_scratch<T, policy>(arena, cfg, in.batch(), in.seqlen(), /*for_scan=*/false);
-        ssd::launch_chunk_state<T, policy>(ctx, op, scratch);
-        ssd::launch_state_passing<T, policy>(ctx, scratch, state.data(), op.batch, op.nheads, op.nchunks,
+        const int segments =
+            ssd::launch_chunk_state<T, policy>(ctx, op, scratch, ssd::converter_chunks_per_block<policy>(op));
+        ssd::launch_state_passing<T, policy>(ctx, scratch, state.data(), op.batch, op.nheads, segments,
                                              index_t(op.headdim) * op.dstate);
     }
 };

@@ -155,13 +155,7 @@ struct decode_attention_kernel<Variant, cuda> {
     // Splits of the cache: enough blocks for splits_per_sm per SM over all groups, each at least
     // min_keys_per_split keys.
     static index_t splits_for(const mixer_config& cfg, index_t len) {
-        static const int sms = [] {
-            int device = 0, count = 0;
-            kernels::cuda::check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-            kernels::cuda::check_cuda(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device),
-                                      "cudaDeviceGetAttribute (multiprocessor count)");
-            return count;
-        }();
+        const int sms = kernels::cuda::multiprocessor_count();
         const index_t want = std::max<index_t>(1, (index_t(tuning::splits_per_sm) * sms + cfg.ngroups - 1) / cfg.ngroups);
         const index_t most = std::max<index_t>(1, len / tuning::min_keys_per_split);
         return std::min(want, most);

@@ -50,6 +50,9 @@ struct chunk_state_policy {
     static constexpr int tile_m = 64;    // headdim rows of the state per block
     static constexpr int tile_n = 128;   // d_state columns of the state per block (all of them up to 128)
     static constexpr int tile_k = 64;    // tokens per shared-memory stage (2 stages, cp.async)
+    // The converter's blocks each reduce a segment of chunks, as long as the grid keeps this many
+    // blocks per multiprocessor (about two rounds of the 4 that fit with 16-bit tiles).
+    static constexpr int converter_blocks_per_sm = 8;
 };
 
 struct state_passing_policy {
@@ -280,7 +283,7 @@ __device__ __forceinline__ void float_state_step(mma::frag_c (&acc)[TN / 8], con
 
 template <class T, class Policy>
 __global__ void __launch_bounds__(Policy::chunk_state::threads, 1)
-    chunk_state_kernel(operands<T> op, chunk_scratch<T> out) {
+    chunk_state_kernel(operands<T> op, chunk_scratch<T> out, int chunks_per_block) {
     using P = typename Policy::chunk_state;
     using layout = chunk_state_layout<T, Policy>;
     constexpr int threads = P::threads, TM = P::tile_m, TN = P::tile_n, TK = P::tile_k;
@@ -306,95 +309,109 @@ __global__ void __launch_bounds__(Policy::chunk_state::threads, 1)
     const int bh = static_cast<int>(blockIdx.x / tiles), b = bh / h, head = bh % h;
     const int grp = head / op.heads_per_group;
     const int p0 = (tile % tiles_m) * TM, s0 = (tile / tiles_m) * TN;
-    const int chunk = blockIdx.y;
-    const index_t c0 = op.t_begin + index_t(chunk) * op.chunk;
-    const int q = static_cast<int>(min(index_t(op.chunk), op.t_end - c0));
     const float a_log2 = op.A[head] * log2e;
-    const index_t ci = index_t(bh) * op.nchunks + chunk;
-
-    const T* x_chunk = op.x + b * op.x_sb + c0 * op.x_st + head * op.x_sh + p0;
-    const T* b_chunk = op.B + b * op.b_sb + c0 * op.b_st + grp * op.b_sg + s0;
-    const auto issue = [&](int stage, int j0) {
-        const int rows = min(TK, q - j0);
-        load_tile_async<threads>(xs(stage), ld_x, x_chunk + j0 * op.x_st, op.x_st, TK, TM, rows, p - p0, op.vec_ok);
-        load_tile_async<threads>(bs(stage), ld_b, b_chunk + j0 * op.b_st, op.b_st, TK, TN, rows, n - s0, op.vec_ok);
-    };
-    issue(0, 0);
-    cp_async_commit();
-
-    // Suffix sums from the end of the chunk: an exclusive scan over the reversed tokens.
-    float v[items], dtv[items];
-#pragma unroll
-    for (int i = 0; i < items; ++i) {
-        const int j = q - 1 - (static_cast<int>(threadIdx.x) * items + i);
-        dtv[i] = j >= 0 ? op.dt_at(b, c0 + j, head) : 0.0f;
-        v[i] = dtv[i] * a_log2;
-        if (j >= 0) dt_s[j] = dtv[i];
-    }
-    for (int j = q + static_cast<int>(threadIdx.x); j < Policy::max_chunk; j += threads) {
-        weight[j] = 0.0f;  // tokens past the chunk's end: their rows are zero, keep them finite
-        dt_s[j] = 0.0f;
-    }
-    float total;
-    block_scan(scan_storage).ExclusiveSum(v, v, total);
-#pragma unroll
-    for (int i = 0; i < items; ++i) {
-        const int j = q - 1 - (static_cast<int>(threadIdx.x) * items + i);
-        if (j >= 0) weight[j] = exp2f(v[i]) * dtv[i];
-    }
-    if (tile == 0) {
-        if (threadIdx.x == 0) out.decay[ci] = exp2f(total);
-        if (out.cum) {  // the prefix sums for chunk_scan, from a forward scan of their own
-            __syncthreads();
-            float f[items];
-#pragma unroll
-            for (int i = 0; i < items; ++i) f[i] = dt_s[threadIdx.x * items + i] * a_log2;
-            block_scan(scan_storage).InclusiveSum(f, f);
-#pragma unroll
-            for (int i = 0; i < items; ++i) {
-                const int j = static_cast<int>(threadIdx.x) * items + i;
-                out.cum[ci * Policy::max_chunk + j] = f[i];
-                out.dtc[ci * Policy::max_chunk + j] = dt_s[j];
-            }
-        }
-    }
-    __syncthreads();
+    // This block's segment of chunks [c_first, c_last): its state and decay are entry ci.
+    const int segment = blockIdx.y, c_first = segment * chunks_per_block;
+    const int c_last = min(op.nchunks, c_first + chunks_per_block);
+    const index_t ci = index_t(bh) * gridDim.y + segment;
 
     const int warp = static_cast<int>(threadIdx.x >> 5);
     mma::frag_c acc[TN / 8];
 #pragma unroll
     for (int i = 0; i < TN / 8; ++i) mma::zero(acc[i]);
+    float segment_decay = 1.0f;
 
-    const int ntiles = (q + TK - 1) / TK;
-    for (int jt = 0; jt < ntiles; ++jt) {
-        const int j0 = jt * TK, stage = jt & 1;
-        if (jt + 1 < ntiles) issue(stage ^ 1, j0 + TK);
+    for (int chunk = c_first; chunk < c_last; ++chunk) {
+        const index_t c0 = op.t_begin + index_t(chunk) * op.chunk;
+        const int q = static_cast<int>(min(index_t(op.chunk), op.t_end - c0));
+        const T* x_chunk = op.x + b * op.x_sb + c0 * op.x_st + head * op.x_sh + p0;
+        const T* b_chunk = op.B + b * op.b_sb + c0 * op.b_st + grp * op.b_sg + s0;
+        const auto issue = [&](int stage, int j0) {
+            const int rows = min(TK, q - j0);
+            load_tile_async<threads>(xs(stage), ld_x, x_chunk + j0 * op.x_st, op.x_st, TK, TM, rows, p - p0, op.vec_ok);
+            load_tile_async<threads>(bs(stage), ld_b, b_chunk + j0 * op.b_st, op.b_st, TK, TN, rows, n - s0, op.vec_ok);
+        };
+        issue(0, 0);
         cp_async_commit();
-        cp_async_wait<1>();
-        __syncthreads();
-        const T* xt = xs(stage);
-        const T* bt = bs(stage);
-        const int steps = min(TK, q - j0);
-        if constexpr (!mma::is_16bit<T>) {
-            float_state_step<Policy::float_mode, TN>(acc, xt, ld_x, bt, ld_b, weight + j0, warp * 16, steps, n - s0);
-        } else for (int k0 = 0; k0 < steps; k0 += K) {
-            mma::frag_a<T> a, a_lo;
-            load_a_km_scaled<T, split>(a, a_lo, xt, ld_x, warp * 16, k0, weight + j0);
+
+        // Suffix sums from the end of the chunk: an exclusive scan over the reversed tokens.
+        float v[items], dtv[items];
 #pragma unroll
-            for (int nt = 0; nt < TN / 16; ++nt) {
-                if (s0 + nt * 16 >= n) break;
-                mma::frag_b<T> bf[2];
-                mma::load_b2_kn(bf, bt, ld_b, nt * 16, k0);
-                mma::mma<T, Policy::float_mode>(acc[2 * nt], a, bf[0]);
-                mma::mma<T, Policy::float_mode>(acc[2 * nt + 1], a, bf[1]);
-                if constexpr (split) {
-                    mma::mma<T>(acc[2 * nt], a_lo, bf[0]);
-                    mma::mma<T>(acc[2 * nt + 1], a_lo, bf[1]);
+        for (int i = 0; i < items; ++i) {
+            const int j = q - 1 - (static_cast<int>(threadIdx.x) * items + i);
+            dtv[i] = j >= 0 ? op.dt_at(b, c0 + j, head) : 0.0f;
+            v[i] = dtv[i] * a_log2;
+            if (j >= 0) dt_s[j] = dtv[i];
+        }
+        for (int j = q + static_cast<int>(threadIdx.x); j < Policy::max_chunk; j += threads) {
+            weight[j] = 0.0f;  // tokens past the chunk's end: their rows are zero, keep them finite
+            dt_s[j] = 0.0f;
+        }
+        float total;
+        block_scan(scan_storage).ExclusiveSum(v, v, total);
+#pragma unroll
+        for (int i = 0; i < items; ++i) {
+            const int j = q - 1 - (static_cast<int>(threadIdx.x) * items + i);
+            if (j >= 0) weight[j] = exp2f(v[i]) * dtv[i];
+        }
+        // What the segment holds so far decays over this chunk before the chunk's own part is added.
+        const float chunk_decay = exp2f(total);
+        segment_decay *= chunk_decay;
+        if (chunk > c_first) {
+#pragma unroll
+            for (int i = 0; i < TN / 8; ++i)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc[i].v[e] *= chunk_decay;
+        }
+        if (tile == 0) {
+            if (out.cum) {  // the prefix sums for chunk_scan (one chunk per block), from a forward scan of their own
+                __syncthreads();
+                float f[items];
+#pragma unroll
+                for (int i = 0; i < items; ++i) f[i] = dt_s[threadIdx.x * items + i] * a_log2;
+                block_scan(scan_storage).InclusiveSum(f, f);
+#pragma unroll
+                for (int i = 0; i < items; ++i) {
+                    const int j = static_cast<int>(threadIdx.x) * items + i;
+                    out.cum[ci * Policy::max_chunk + j] = f[i];
+                    out.dtc[ci * Policy::max_chunk + j] = dt_s[j];
                 }
             }
         }
-        __syncthreads();  // the stage is refilled next
+        __syncthreads();
+
+        const int ntiles = (q + TK - 1) / TK;
+        for (int jt = 0; jt < ntiles; ++jt) {
+            const int j0 = jt * TK, stage = jt & 1;
+            if (jt + 1 < ntiles) issue(stage ^ 1, j0 + TK);
+            cp_async_commit();
+            cp_async_wait<1>();
+            __syncthreads();
+            const T* xt = xs(stage);
+            const T* bt = bs(stage);
+            const int steps = min(TK, q - j0);
+            if constexpr (!mma::is_16bit<T>) {
+                float_state_step<Policy::float_mode, TN>(acc, xt, ld_x, bt, ld_b, weight + j0, warp * 16, steps, n - s0);
+            } else for (int k0 = 0; k0 < steps; k0 += K) {
+                mma::frag_a<T> a, a_lo;
+                load_a_km_scaled<T, split>(a, a_lo, xt, ld_x, warp * 16, k0, weight + j0);
+#pragma unroll
+                for (int nt = 0; nt < TN / 16; ++nt) {
+                    if (s0 + nt * 16 >= n) break;
+                    mma::frag_b<T> bf[2];
+                    mma::load_b2_kn(bf, bt, ld_b, nt * 16, k0);
+                    mma::mma<T, Policy::float_mode>(acc[2 * nt], a, bf[0]);
+                    mma::mma<T, Policy::float_mode>(acc[2 * nt + 1], a, bf[1]);
+                    if constexpr (split) {
+                        mma::mma<T>(acc[2 * nt], a_lo, bf[0]);
+                        mma::mma<T>(acc[2 * nt + 1], a_lo, bf[1]);
+                    }
+                }
+            }
+            __syncthreads();  // the stage is refilled next
+        }
     }
+    if (tile == 0 && threadIdx.x == 0) out.decay[ci] = segment_decay;
 
     const int g = mma::lane_id() >> 2, t = mma::lane_id() & 3;
     float* s = out.states + ci * p * n;
@@ -1089,17 +1106,42 @@ void allow_shared_memory(std::size_t bytes, const char* name) {
     granted[device].store(bytes, std::memory_order_relaxed);
 }
 
-// (1) over the operands' span.
+// chunk_state blocks per (b, head, segment): tiles of the (headdim x d_state) state.
+template <class Policy>
+int chunk_state_tiles(int headdim, int dstate) {
+    using P = typename Policy::chunk_state;
+    return ((headdim + P::tile_m - 1) / P::tile_m) * ((dstate + P::tile_n - 1) / P::tile_n);
+}
+
+// (1) over the operands' span: one state per segment of chunks_per_block chunks (the scan needs
+// every chunk's, 1; the converter only the last state, see converter_chunks_per_block). Returns the
+// number of segments, the entries written per (b, head).
 template <class T, class Policy>
-void launch_chunk_state(const cuda_context& ctx, const operands<T>& op, const chunk_scratch<T>& scratch) {
+int launch_chunk_state(const cuda_context& ctx, const operands<T>& op, const chunk_scratch<T>& scratch,
+                       int chunks_per_block = 1) {
     using P = typename Policy::chunk_state;
     constexpr std::size_t smem = chunk_state_layout<T, Policy>::bytes;
     constexpr auto kernel = chunk_state_kernel<T, Policy>;
     allow_shared_memory<kernel>(smem, "cudaFuncSetAttribute (chunk_state_kernel shared memory)");
-    const int tiles = ((op.headdim + P::tile_m - 1) / P::tile_m) * ((op.dstate + P::tile_n - 1) / P::tile_n);
-    const dim3 grid(static_cast<unsigned>(op.batch * op.nheads * tiles), static_cast<unsigned>(op.nchunks));
-    kernel<<<grid, P::threads, smem, ctx.stream>>>(op, scratch);
+    require(chunks_per_block >= 1 && (chunks_per_block == 1 || scratch.cum == nullptr),
+            "ssd chunk_state: the scan's per-chunk sums need one chunk per block");
+    const int segments = (op.nchunks + chunks_per_block - 1) / chunks_per_block;
+    const dim3 grid(static_cast<unsigned>(op.batch * op.nheads * chunk_state_tiles<Policy>(op.headdim, op.dstate)),
+                    static_cast<unsigned>(segments));
+    kernel<<<grid, P::threads, smem, ctx.stream>>>(op, scratch, chunks_per_block);
     check_launch("ssd chunk_state_kernel");
+    return segments;
+}
+
+// Chunks per chunk_state block for the converter: the longest segments that still give the grid
+// converter_blocks_per_sm blocks per multiprocessor (fewer segment states to write and pass on;
+// a block walks its chunks in turn).
+template <class Policy, class T>
+int converter_chunks_per_block(const operands<T>& op) {
+    const long long row = static_cast<long long>(op.batch) * op.nheads * chunk_state_tiles<Policy>(op.headdim, op.dstate);
+    const long long want = static_cast<long long>(Policy::chunk_state::converter_blocks_per_sm) * multiprocessor_count();
+    const long long segments = std::clamp<long long>((want + row - 1) / row, 1, std::max(op.nchunks, 1));
+    return static_cast<int>((op.nchunks + segments - 1) / segments);
 }
 
 // (2): the state entering each chunk (when scratch.entering is set) and the final state into `state`.
