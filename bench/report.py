@@ -264,8 +264,9 @@ def report_markdown(table, notes):
 
 # --- plots ----------------------------------------------------------------------------------------
 
-def series(table, component, dtype, fixed, impl, graph, x_key):
-    """[(x, ms)] over the rows of one component whose shape matches `fixed` except x_key and b."""
+def series(table, component, dtype, fixed, impl, graph, x_key, tokens=None):
+    """[(x, ms)] over the rows of one component whose shape matches `fixed` except x_key and b
+    (and, given tokens, whose b x L is that many: the sweeps hold it constant)."""
     points = []
     for row, per in table.values.items():
         if row[0] != component or row[1] != dtype or row[3] != graph or impl not in per:
@@ -273,12 +274,16 @@ def series(table, component, dtype, fixed, impl, graph, x_key):
         shape = dict(row[2])
         if x_key not in shape or {k: v for k, v in shape.items() if k not in (x_key, "b")} != fixed:
             continue
+        if tokens is not None and shape.get("b", 1) * shape.get("L", 1) != tokens:
+            continue
         points.append((shape[x_key], table.ms(row, impl)))
     return sorted(points)
 
 
-def sweep_family(table, component, dtype=None):
-    """(dtype, fixed keys) of the family with the most distinct L values (ties: bf16, g 1)."""
+def sweep_family(table, component, dtype=None, by_tokens=True):
+    """(dtype, fixed keys, tokens) of the family with the most distinct L values (ties: bf16,
+    g 1); tokens = its b x L (records of other sizes, e.g. extra shapes at one L, stay out of the
+    curve), None when by_tokens is off."""
     count = defaultdict(set)
     for row in table.values:
         if row[0] != component or (dtype and row[1] != dtype):
@@ -286,11 +291,12 @@ def sweep_family(table, component, dtype=None):
         shape = dict(row[2])
         if "L" in shape:
             fixed = tuple(sorted((k, v) for k, v in shape.items() if k not in ("L", "b")))
-            count[(row[1], fixed)].add(shape["L"])
+            tokens = shape.get("b", 1) * shape["L"] if by_tokens else None
+            count[(row[1], fixed, tokens)].add(shape["L"])
     if not count:
         return None
     best = max(count, key=lambda f: (len(count[f]), f[0] == "bf16", dict(f[1]).get("g") == 1))
-    return (best[0], dict(best[1])) if len(count[best]) >= 2 else None
+    return (best[0], dict(best[1]), best[2]) if len(count[best]) >= 2 else None
 
 
 def crossover(att, scan):
@@ -317,11 +323,11 @@ def plot_time_vs_L(table, plt, path, notes):
         if not family:
             notes.append(f"plot (a): no {component} sweep over L")
             continue
-        dtype, fixed = family
+        dtype, fixed, tokens = family
         ours, peers = table.impls(component)
         for impl in [i for i in ours + peers if not i.startswith("sdpa_kernel_")]:
             for graph in (0, 1):
-                pts = series(table, component, dtype, fixed, impl, graph, "L")
+                pts = series(table, component, dtype, fixed, impl, graph, "L", tokens)
                 if len(pts) < 2:
                     continue
                 curves[(component, impl, graph)] = pts
@@ -352,9 +358,9 @@ def plot_time_vs_L(table, plt, path, notes):
         ax_a.legend(fontsize=7)
 
     layer_drawn = False
-    family = sweep_family(table, "layer")
+    family = sweep_family(table, "layer", by_tokens=False)  # the layer's sizes are not one token count
     if family:
-        dtype, fixed = family
+        dtype, fixed, _ = family
         fixed = {k: v for k, v in fixed.items() if k != "P"}
         ours, peers = table.impls("layer")
         fractions = sorted({fraction_of(row) for row in table.values if row[0] == "layer" and row[1] == dtype

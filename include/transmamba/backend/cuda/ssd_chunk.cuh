@@ -1136,12 +1136,22 @@ int launch_chunk_state(const cuda_context& ctx, const operands<T>& op, const chu
 // Chunks per chunk_state block for the converter: the longest segments that still give the grid
 // converter_blocks_per_sm blocks per multiprocessor (fewer segment states to write and pass on;
 // a block walks its chunks in turn).
+//
+// Float storage keeps one chunk per block: with several, compute-sanitizer racecheck reported
+// shared-memory hazards in the float kernel (and the segment test then failed) that the 16-bit
+// kernel does not show; until they are understood the float converter takes the per-chunk path.
 template <class Policy, class T>
 int converter_chunks_per_block(const operands<T>& op) {
-    const long long row = static_cast<long long>(op.batch) * op.nheads * chunk_state_tiles<Policy>(op.headdim, op.dstate);
-    const long long want = static_cast<long long>(Policy::chunk_state::converter_blocks_per_sm) * multiprocessor_count();
-    const long long segments = std::clamp<long long>((want + row - 1) / row, 1, std::max(op.nchunks, 1));
-    return static_cast<int>((op.nchunks + segments - 1) / segments);
+    if constexpr (!mma::is_16bit<T>) {
+        return 1;
+    } else {
+        const long long row =
+            static_cast<long long>(op.batch) * op.nheads * chunk_state_tiles<Policy>(op.headdim, op.dstate);
+        const long long want =
+            static_cast<long long>(Policy::chunk_state::converter_blocks_per_sm) * multiprocessor_count();
+        const long long segments = std::clamp<long long>((want + row - 1) / row, 1, std::max(op.nchunks, 1));
+        return static_cast<int>((op.nchunks + segments - 1) / segments);
+    }
 }
 
 // (2): the state entering each chunk (when scratch.entering is set) and the final state into `state`.
