@@ -509,9 +509,7 @@ TEST_CASE_TEMPLATE("cuda exact_converter equals the prefix's recurrence state", 
 
 // Segments of 2, 3 and all chunks per block give the state of one chunk per block (and of the
 // recurrence), the initial state included.
-// 16-bit storage only: the converter keeps one chunk per block for float storage (see
-// ssd::converter_chunks_per_block).
-TEST_CASE_TEMPLATE("cuda exact_converter: chunk_state blocks that reduce a segment of chunks", T, __nv_bfloat16) {
+TEST_CASE_TEMPLATE("cuda exact_converter: chunk_state blocks that reduce a segment of chunks", T, float, __nv_bfloat16) {
     const shape shapes[] = {
         {2, 300, 4, 64, 128, 1, 64, 0, 300},  // 5 chunks, the last one short
         {1, 600, 2, 32, 64, 2, 64, 0, 517},   // 9 chunks
