@@ -10,6 +10,9 @@
 #   SSM_CONV_BIAS_SILU conv/ggml_bias_silu/fp32/...           else a channels: key); ours is conv + bias + SiLU
 #   FLASH_ATTN_EXT     attention/ggml/<K/V type>/b/L/h/p/n/g/cache   (prefill: L queries against cache keys;
 #                      decode_attention/ggml/<K/V type>/...          g = K/V heads, h = query heads)
+#   FLASH_ATTN_EXT at our shapes (bench/peers/ggml_attention.cpp, causal prefix of P tokens):
+#                      attention/ggml/f16/b:1/L:P/h:24/p:64/n:128/g:1/P:P          one head per query head
+#                      attention/ggml_grouped/f16/...                              one wide head per group
 #
 # ggml's figure for one invocation is its mean time per run over the runs it chose; we invoke it
 # GGML_REPS times (default 3) and record the median of those means as median_ms, with every mean.
@@ -20,6 +23,7 @@
 #                  when .peers/ggml is not there yet; without it the script clones github.com/ggml-org/ggml
 #   GGML_REPS      invocations per operator (default 3)
 #   GGML_THREADS   CPU threads; test-backend-ops uses every hardware thread, this only goes into the context
+#   GGML_ATTENTION_P  the prefixes P for ggml_attention (default "512 2048", as bench_cpu_kernels)
 # The source and the build stay in the git-ignored .peers/: never commit them.
 set -euo pipefail
 
@@ -48,6 +52,17 @@ cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=OFF 
 cmake --build "$build" --target test-backend-ops -j"$(nproc)"
 tbo="$build/bin/test-backend-ops"
 
+# Our attention shapes (causal prefix of P tokens, C and B shared per group): bench/peers/ggml_attention.cpp
+# against the ggml just built (its shared libraries, wherever the build put them).
+libdirs=$(find "$build" -name 'libggml*.so' -printf '%h\n' | sort -u)
+rpath=$(printf -- '-Wl,-rpath,%s ' $libdirs)
+linkdirs=$(printf -- '-L%s ' $libdirs)
+attn="$build/ggml_attention"
+# shellcheck disable=SC2086  # word lists
+c++ -std=c++17 -O3 -march=native -I "$src/include" "$root/bench/peers/ggml_attention.cpp" -o "$attn" \
+    $linkdirs $rpath -lggml -lggml-base -lggml-cpu
+attn_P=${GGML_ATTENTION_P:-"512 2048"}
+
 mkdir -p "$raw" "$(dirname "$out")"
 # FLASH_ATTN_EXT's perf list is long (some cases take seconds per run on two cores): keep the
 # f16 prefill of PERF.md's table and the f16 decode sweep.
@@ -57,6 +72,8 @@ for ((i = 0; i < reps; ++i)); do
     "$tbo" perf -b CPU -o SSM_CONV > "$raw/SSM_CONV.$i.txt"
     "$tbo" perf -b CPU -o SSM_CONV_BIAS_SILU > "$raw/SSM_CONV_BIAS_SILU.$i.txt"
     "$tbo" perf -b CPU -o FLASH_ATTN_EXT -p "$fa_params" > "$raw/FLASH_ATTN_EXT.$i.txt"
+    # shellcheck disable=SC2086
+    "$attn" "$(nproc)" $attn_P > "$raw/ATTENTION_SHAPES.$i.txt"
 done
 
 python3 - "$raw" "$out" "$src/COMMIT" "$reps" "${GGML_THREADS:-$(nproc)}" <<'PY'
@@ -123,6 +140,9 @@ def name_of(op, p):
 
 
 def flops_of(op, p):
+    if op.startswith("FLASH_ATTN_EXT (bench"):  # our count (SPEC section 4): scores once per group, causal half
+        P, h, pd, n, g = (int(p[k]) for k in ("P", "h", "p", "n", "g"))
+        return 2.0 * (P * P / 2) * (g * n + h * pd)
     if op == "FLASH_ATTN_EXT":  # ggml's own count: matmuls only, no causal half
         nr = ints(p["nr23"])
         return 2.0 * int(p["nh"]) * nr[0] * int(p["nb"]) * (int(p["hsk"]) + int(p["hsv"])) * int(p["kv"]) * nr[1]
@@ -148,6 +168,21 @@ for fname in sorted(os.listdir(raw)):
         r["means_ms"].append(us / 1000.0)
         r["runs"].append(nruns)
         r["tail"].append(tail)
+
+# ggml_attention's lines: "<name> <median ms> <runs>", one invocation per file.
+shape_re = re.compile(r"^(attention/\S+) ([0-9.]+) (\d+)$")
+for fname in sorted(os.listdir(raw)):
+    if not fname.startswith("ATTENTION_SHAPES."):
+        continue
+    for line in open(os.path.join(raw, fname)):
+        m = shape_re.match(line.strip())
+        if not m:
+            continue
+        keys = dict(kv.split(":") for kv in m.group(1).split("/")[3:])
+        r = runs.setdefault(m.group(1), {"op": "FLASH_ATTN_EXT (bench/peers/ggml_attention.cpp)", "ggml_params": "",
+                                         "means_ms": [], "runs": [], "p": keys, "tail": []})
+        r["means_ms"].append(float(m.group(2)))
+        r["runs"].append(int(m.group(3)))
 
 benchmarks = []
 for name, r in runs.items():

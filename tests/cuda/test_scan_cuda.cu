@@ -540,7 +540,8 @@ TEST_CASE_TEMPLATE("cuda decode_scan: one token of a batch equals the recurrence
     for (const shape& s : {shape{1, 1, 4, 16, 32, 1, 64, 0, 1}, shape{3, 1, 4, 16, 32, 2, 64, 0, 1},
                            shape{2, 1, 8, 64, 128, 8, 64, 0, 1}, shape{5, 1, 6, 32, 16, 3, 64, 0, 1},
                            shape{2, 1, 64, 64, 128, 1, 64, 0, 1}, shape{4, 1, 4, 128, 64, 2, 64, 0, 1},
-                           shape{2, 1, 4, 16, 32, 2, 64, 0, 1, std::is_same_v<T, float> ? 4 : 3}})
+                           shape{2, 1, 4, 16, 32, 2, 64, 0, 1, std::is_same_v<T, float> ? 4 : 3},
+                           shape{136, 1, 64, 64, 128, 8, 64, 0, 1}})  // a large batch
         check_decode<T>(s, ++seed, 1e-5);
 }
 

@@ -24,8 +24,13 @@ namespace kernels::cuda::decode {
 struct tuning {
     static constexpr int threads = 256;
     static constexpr int keys_per_stage = 32;       // scores held in shared memory at a time
-    static constexpr int min_keys_per_split = 64;   // below it a split's fixed costs dominate
-    static constexpr int splits_per_sm = 2;         // blocks per SM the split count aims at
+    // A split's fixed cost is its partial output (h/g * p floats, 1/8 of what 16 keys of a 64 x 64
+    // head group read); below 16 keys per split it would dominate.
+    static constexpr int min_keys_per_split = 16;
+    // Blocks per SM the split count aims at: at batch 1 the splits are all the parallelism there
+    // is (H100, 64 x 64 heads, one group: cache 1024 went 80 -> 36 us with 4 instead of 2 and 16
+    // instead of 64 keys per split; cache 8192 stayed at ~100 us, bound elsewhere).
+    static constexpr int splits_per_sm = 4;
 };
 // Output columns of a group per block (16 per thread in registers); wider groups take several.
 inline constexpr int slice_cols = tuning::threads * 16;

@@ -50,8 +50,12 @@ struct chunk_state_policy {
     static constexpr int tile_m = 64;    // headdim rows of the state per block
     static constexpr int tile_n = 128;   // d_state columns of the state per block (all of them up to 128)
     static constexpr int tile_k = 64;    // tokens per shared-memory stage (2 stages, cp.async)
+    // Blocks per multiprocessor the register budget is cut for: 3 caps a thread at 168 registers
+    // without spills (192 otherwise, 2 blocks); 4 would spill. 16-bit tiles fit 3 blocks' shared
+    // memory, float tiles 2.
+    static constexpr int min_blocks_per_sm = 3;
     // The converter's blocks each reduce a segment of chunks, as long as the grid keeps this many
-    // blocks per multiprocessor (a few rounds of the 2 that fit: registers and shared memory).
+    // blocks per multiprocessor (a few rounds of the 3 that fit).
     static constexpr int converter_blocks_per_sm = 8;
 };
 
@@ -239,7 +243,7 @@ struct chunk_state_layout {
 };
 
 template <class T, class Policy>
-__global__ void __launch_bounds__(Policy::chunk_state::threads, 1)
+__global__ void __launch_bounds__(Policy::chunk_state::threads, Policy::chunk_state::min_blocks_per_sm)
     chunk_state_kernel(operands<T> op, chunk_scratch<T> out, int chunks_per_block) {
     using P = typename Policy::chunk_state;
     using layout = chunk_state_layout<T, Policy>;
