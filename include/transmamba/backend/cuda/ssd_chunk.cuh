@@ -234,13 +234,56 @@ __device__ __forceinline__ void load_a_km_scaled(mma::frag_a<T>& hi, mma::frag_a
 template <class T, class Policy>
 struct chunk_state_layout {
     using P = typename Policy::chunk_state;
-    static constexpr int ld_x = P::tile_m + pad_rows_contiguous_mn<T>;  // X[token][channel], read as A^T
-    static constexpr int ld_b = P::tile_n + pad_rows_contiguous_mn<T>;  // B[token][state], read as B[k][n]
+    // X[token][channel], read as A^T; B[token][state], read as B[k][n]. Float tiles are read 64 and
+    // 128 bits wide at (token 2t, column 2g or 4g): rows 8 banks apart (4 mod 16 words).
+    static constexpr int pad = mma::is_16bit<T> ? pad_rows_contiguous_mn<T> : 4;
+    static constexpr int ld_x = P::tile_m + pad;
+    static constexpr int ld_b = P::tile_n + pad;
     static constexpr std::size_t x_bytes = round_up16(sizeof(T) * P::tile_k * ld_x);
     static constexpr std::size_t b_bytes = round_up16(sizeof(T) * P::tile_k * ld_b);
     static constexpr std::size_t stage_bytes = x_bytes + b_bytes;
     static constexpr std::size_t bytes = 2 * stage_bytes;
 };
+
+// Float storage: acc += X^T diag(w) B over `steps` tokens of a stage, for the warp's 16 channels
+// from m0, with 128-bit loads. Both sums are permuted (warp_mma.cuh): over 16 tokens the lane takes
+// tokens 2t, 2t + 1 (first k-step) and 8 + 2t, 9 + 2t (second) as its columns t, t + 4; its
+// accumulator rows g, g + 8 are channels m0 + 2g, 2g + 1 (one 64-bit load of X per token); tile
+// 4 cg + i's column g is state 32 cg + 4g + i (one 128-bit load of B feeds four tiles). Tokens past
+// the chunk's end have zero rows and zero weights.
+template <mma::float_mode Mode, int TN>
+__device__ __forceinline__ void float_state_step(mma::frag_c (&acc)[TN / 8], const float* xt, int ld_x, const float* bt,
+                                                 int ld_b, const float* w, int m0, int steps, int states) {
+    const int g = mma::lane_id() >> 2, t = mma::lane_id() & 3;
+    for (int k0 = 0; k0 < steps; k0 += 16) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int k = k0 + 8 * half + 2 * t;  // the k-step's tokens k, k + 1
+            const float2 wk = *reinterpret_cast<const float2*>(w + k);
+            const float2 x0 = *reinterpret_cast<const float2*>(xt + k * ld_x + m0 + 2 * g);
+            const float2 x1 = *reinterpret_cast<const float2*>(xt + (k + 1) * ld_x + m0 + 2 * g);
+            mma::frag_a<float> a;
+            mma::set_tf32<Mode>(a.hi[0], a.lo[0], x0.x * wk.x);  // (row g, column t): channel 2g, token k
+            mma::set_tf32<Mode>(a.hi[1], a.lo[1], x0.y * wk.x);  // (row g + 8, column t): channel 2g + 1
+            mma::set_tf32<Mode>(a.hi[2], a.lo[2], x1.x * wk.y);  // (row g, column t + 4): token k + 1
+            mma::set_tf32<Mode>(a.hi[3], a.lo[3], x1.y * wk.y);
+#pragma unroll
+            for (int cg = 0; cg < TN / 32; ++cg) {
+                if (32 * cg >= states) break;
+                const float4 b0 = mma::load_float4(bt + k * ld_b + 32 * cg + 4 * g);
+                const float4 b1 = mma::load_float4(bt + (k + 1) * ld_b + 32 * cg + 4 * g);
+                const float r0[4] = {b0.x, b0.y, b0.z, b0.w}, r1[4] = {b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    mma::frag_b<float> b;
+                    mma::set_tf32<Mode>(b.hi[0], b.lo[0], r0[i]);
+                    mma::set_tf32<Mode>(b.hi[1], b.lo[1], r1[i]);
+                    mma::mma<float, Mode>(acc[4 * cg + i], a, b);
+                }
+            }
+        }
+    }
+}
 
 template <class T, class Policy>
 __global__ void __launch_bounds__(Policy::chunk_state::threads, Policy::chunk_state::min_blocks_per_sm)
@@ -351,7 +394,19 @@ __global__ void __launch_bounds__(Policy::chunk_state::threads, Policy::chunk_st
             const T* xt = xs(stage);
             const T* bt = bs(stage);
             const int steps = min(TK, q - j0);
-            for (int k0 = 0; k0 < steps; k0 += K) {
+            if constexpr (!mma::is_16bit<T>) {
+                // Barriers of their own around the float step: without them compute-sanitizer
+                // racecheck reported hazards between this step's shared-memory reads and the next
+                // stage loads (and results went wrong under its scheduling) whenever a block walked
+                // more than one tile, though the loop's own barriers sit at the same places; the
+                // 16-bit path (ldmatrix reads) never showed it. In probes the barrier after the step
+                // cleared it alone, the one before did not; the cause was not found. Cost: two
+                // barriers per 64-token tile.
+                __syncthreads();
+                float_state_step<Policy::float_mode, TN>(acc, xt, ld_x, bt, ld_b, weight + j0, warp * 16, steps,
+                                                         n - s0);
+                __syncthreads();
+            } else for (int k0 = 0; k0 < steps; k0 += K) {
                 mma::frag_a<T> a, a_lo;
                 load_a_km_scaled<T, split>(a, a_lo, xt, ld_x, warp * 16, k0, weight + j0);
 #pragma unroll
@@ -374,16 +429,35 @@ __global__ void __launch_bounds__(Policy::chunk_state::threads, Policy::chunk_st
 
     const int g = mma::lane_id() >> 2, t = mma::lane_id() & 3;
     float* s = out.states + ci * p * n;
+    if constexpr (!mma::is_16bit<T>) {  // rows 2g, 2g + 1 and columns 32 cg + 8t .. + 7 (see float_state_step)
 #pragma unroll
-    for (int nt = 0; nt < TN / 8; ++nt) {
-        const int col = s0 + nt * 8 + 2 * t;
-        if (col >= n) break;
+        for (int cg = 0; cg < TN / 32; ++cg) {
+            const int col = s0 + 32 * cg + 8 * t;
+            if (col >= n) break;
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-            const int row = p0 + warp * 16 + g + 8 * half;
-            if (row < p)
-                *reinterpret_cast<float2*>(s + index_t(row) * n + col) =
-                    make_float2(acc[nt].v[2 * half], acc[nt].v[2 * half + 1]);
+            for (int half = 0; half < 2; ++half) {
+                const int row = p0 + warp * 16 + 2 * g + half;
+                if (row >= p) continue;
+                float* dst = s + index_t(row) * n + col;
+                const int r = 2 * half;  // accumulator registers of the row: v[r] (column 2t), v[r + 1] (2t + 1)
+                *reinterpret_cast<float4*>(dst) = make_float4(acc[4 * cg].v[r], acc[4 * cg + 1].v[r],
+                                                              acc[4 * cg + 2].v[r], acc[4 * cg + 3].v[r]);
+                *reinterpret_cast<float4*>(dst + 4) = make_float4(acc[4 * cg].v[r + 1], acc[4 * cg + 1].v[r + 1],
+                                                                  acc[4 * cg + 2].v[r + 1], acc[4 * cg + 3].v[r + 1]);
+            }
+        }
+    } else {
+#pragma unroll
+        for (int nt = 0; nt < TN / 8; ++nt) {
+            const int col = s0 + nt * 8 + 2 * t;
+            if (col >= n) break;
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                const int row = p0 + warp * 16 + g + 8 * half;
+                if (row < p)
+                    *reinterpret_cast<float2*>(s + index_t(row) * n + col) =
+                        make_float2(acc[nt].v[2 * half], acc[nt].v[2 * half + 1]);
+            }
         }
     }
 }
