@@ -11,7 +11,8 @@
 //   (3) chunk_scan:    per (b, chunk, head, 64 headdim columns), query tiles of 64 rows in turn:
 //                      y = (L o C B^T o dt) X + diag(exp(l)) C S_in^T + D x,  L_ij = exp(l_i - l_j), j <= i,
 //                      flash-attention style: C B^T of a key tile in registers, masked, times X.
-// The converter is (1) + (2) over the prefix [0, P), keeping only the final state.
+// The converter is (1) + (2) over the prefix [0, P), keeping only the final state; there a (1)
+// block reduces a segment of consecutive chunks (converter_chunks_per_block) and (2) joins segments.
 //
 // Scratch (caller-owned, chunk_scratch): chunk states and decays, and for the scan the entering
 // states (in the storage type for 16-bit storage) and the per-token decay sums.
@@ -20,7 +21,8 @@
 // stages. 16-bit storage: x, B, C enter as they are; the weighted keys of (1) enter as hi + lo
 // pairs (float32-accurate chunk states and converter); the mixing matrix L o C B^T o dt and the
 // entering state are rounded to 16 bits for (3), as in mamba_ssm. float storage: 3xTF32 by
-// default (float32 accuracy).
+// default (float32 accuracy), tf32_policy for one pass; fragments read 128 bits wide with k and
+// columns permuted (warp_mma.cuh, float_column, float_state_step).
 #include <cub/block/block_scan.cuh>
 #include <cub/warp/warp_scan.cuh>
 
