@@ -93,7 +93,8 @@ int main(int argc, char** argv) {
     for (int a = 2; a < argc; ++a) {
         const int P = std::atoi(argv[a]);
         const int runs = P <= 1024 ? 7 : 3;
-        for (int g : {1}) {
+        {
+            const int g = 1;  // one group: bench_cpu_kernels' g = 1 rows
             const std::string keys = "/b:1/L:" + std::to_string(P) + "/h:" + std::to_string(heads) + "/p:" +
                                      std::to_string(headdim) + "/n:" + std::to_string(dstate) + "/g:" +
                                      std::to_string(g) + "/P:" + std::to_string(P);

@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <type_traits>
 #include <vector>
 
 #include <transmamba/backend/cuda/converter.cuh>
@@ -149,18 +150,27 @@ struct scan_result {
     std::vector<double> y, state;
 };
 
-template <class Scan, class T>
+// Policy: void for the scan's run(); a chunked-SSD tuning policy (e.g. ssd::tf32_policy) for run_with.
+template <class Scan, class T, class Policy = void>
 scan_result run_scan(const gpu_operands<T>& op) {
     using kernel = scan_kernel<Scan, transmamba::cuda>;
     const auto& s = op.s;
     device_buffer<float> y(std::size_t(s.batch) * s.L * s.h * s.p), state;
     upload(state, to_storage<float>(op.init));
     check_cuda(cudaMemset(y.data(), 0xff, y.size() * sizeof(float)), "cudaMemset (NaN poison)");
-    device_buffer<std::byte> scratch(kernel::template scratch_bytes<T>(op.cfg, s.batch, s.L) + 1);
+    const tensor_view<float, 4> yv(y.data(), op.y_shape()), sv(state.data(), op.state_shape());
     const cuda_context ctx{};
-    kernel::template run<T>(ctx, op.cfg, op.in, s.t_begin, s.t_end, tensor_view<float, 4>(y.data(), op.y_shape()),
-                            tensor_view<float, 4>(state.data(), op.state_shape()), {scratch.data(), scratch.size()});
-    check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize (scan)");
+    if constexpr (std::is_void_v<Policy>) {
+        device_buffer<std::byte> scratch(kernel::template scratch_bytes<T>(op.cfg, s.batch, s.L) + 1);
+        kernel::template run<T>(ctx, op.cfg, op.in, s.t_begin, s.t_end, yv, sv, {scratch.data(), scratch.size()});
+        check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize (scan)");
+    } else {
+        device_buffer<std::byte> scratch(
+            kernels::cuda::ssd::chunk_scratch_bytes<T, Policy>(op.cfg, s.batch, s.L, true) + 1);
+        kernel::template run_with<T, Policy>(ctx, op.cfg, op.in, s.t_begin, s.t_end, yv, sv,
+                                             {scratch.data(), scratch.size()});
+        check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize (scan)");
+    }
     return {download(y), download(state)};
 }
 
@@ -203,7 +213,7 @@ void describe(const char* what, const char* type, const shape& s) {
                 s.n, s.g, s.chunk, s.t_begin, s.t_end, s.pad);
 }
 
-template <class Scan, class T>
+template <class Scan, class T, class Policy = void>
 void check_scan(const shape& s, std::uint64_t seed, double y_bound, double state_bound, const char* what) {
     CAPTURE(s.batch);
     CAPTURE(s.L);
@@ -214,7 +224,7 @@ void check_scan(const shape& s, std::uint64_t seed, double y_bound, double state
     CAPTURE(s.t_begin);
     CAPTURE(s.t_end);
     const gpu_operands<T> op(s, seed);
-    const auto got = run_scan<Scan>(op);
+    const auto got = run_scan<Scan, T, Policy>(op);
     const auto want = ref::ssm_recurrence(op.d, op.x, op.B, op.C, op.dt, op.A, op.D, op.init, s.t_begin, s.t_end);
     const std::size_t width = std::size_t(s.h) * s.p;
     const double y_err = ref::max_relative_error(rows_of(got.y, s.batch, s.L, width, s.t_begin, s.t_end),
@@ -389,22 +399,6 @@ __global__ void float_pair_probe(const float* a, const float* b, const float* x,
         }
 }
 
-template <class Policy>
-scan_result run_chunked_with(const gpu_operands<float>& op) {
-    using kernel = scan_kernel<chunked_ssd_scan, transmamba::cuda>;
-    namespace ssd = kernels::cuda::ssd;
-    const auto& s = op.s;
-    device_buffer<float> y(std::size_t(s.batch) * s.L * s.h * s.p), state;
-    upload(state, to_storage<float>(op.init));
-    check_cuda(cudaMemset(y.data(), 0xff, y.size() * sizeof(float)), "cudaMemset (NaN poison)");
-    device_buffer<std::byte> scratch(ssd::chunk_scratch_bytes<float, Policy>(op.cfg, s.batch, s.L, true) + 1);
-    kernel::run_with<float, Policy>(cuda_context{}, op.cfg, op.in, s.t_begin, s.t_end,
-                                    tensor_view<float, 4>(y.data(), op.y_shape()),
-                                    tensor_view<float, 4>(state.data(), op.state_shape()), {scratch.data(), scratch.size()});
-    check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize (scan)");
-    return {download(y), download(state)};
-}
-
 }  // namespace
 
 TEST_CASE("cuda warp_mma: float k-step pairs and accumulators reused as A multiply like the matrices") {
@@ -465,23 +459,8 @@ TEST_CASE_TEMPLATE("cuda chunked_ssd_scan matches the float64 recurrence", T, fl
 // ssd::tf32_policy: one tf32 pass per product (~1e-3, mamba_ssm's accuracy for float inputs).
 TEST_CASE("cuda chunked_ssd_scan with the tf32 policy is within 5e-3 of the float64 recurrence") {
     std::uint64_t seed = 91;
-    for (const auto& s : chunked_shapes) {
-        CAPTURE(s.p);
-        CAPTURE(s.n);
-        CAPTURE(s.g);
-        const gpu_operands<float> op(s, seed++);
-        const auto got = run_chunked_with<kernels::cuda::ssd::tf32_policy>(op);
-        const auto want = ref::ssm_recurrence(op.d, op.x, op.B, op.C, op.dt, op.A, op.D, op.init, s.t_begin, s.t_end);
-        const std::size_t width = std::size_t(s.h) * s.p;
-        const double y_err = ref::max_relative_error(rows_of(got.y, s.batch, s.L, width, s.t_begin, s.t_end),
-                                                     rows_of(want.y, s.batch, s.L, width, s.t_begin, s.t_end));
-        const double s_err = ref::max_relative_error(got.state, want.final_state);
-        describe("tf32", "float", s);
-        std::printf(" y %.3g  state %.3g\n", y_err, s_err);
-        CHECK(y_err <= 5e-3);
-        CHECK(s_err <= 5e-3);
-        CHECK(all_nan(rows_of(got.y, s.batch, s.L, width, 0, s.t_begin)));
-    }
+    for (const auto& s : chunked_shapes)
+        check_scan<chunked_ssd_scan, float, kernels::cuda::ssd::tf32_policy>(s, seed++, 5e-3, 5e-3, "tf32");
 }
 
 TEST_CASE_TEMPLATE("cuda sequential_scan matches the float64 recurrence", T, float, __nv_bfloat16) {

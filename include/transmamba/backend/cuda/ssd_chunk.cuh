@@ -272,16 +272,8 @@ __device__ __forceinline__ void float_state_step(mma::frag_c (&acc)[TN / 8], con
 #pragma unroll
             for (int cg = 0; cg < TN / 32; ++cg) {
                 if (32 * cg >= states) break;
-                const float4 b0 = mma::load_float4(bt + k * ld_b + 32 * cg + 4 * g);
-                const float4 b1 = mma::load_float4(bt + (k + 1) * ld_b + 32 * cg + 4 * g);
-                const float r0[4] = {b0.x, b0.y, b0.z, b0.w}, r1[4] = {b1.x, b1.y, b1.z, b1.w};
-#pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    mma::frag_b<float> b;
-                    mma::set_tf32<Mode>(b.hi[0], b.lo[0], r0[i]);
-                    mma::set_tf32<Mode>(b.hi[1], b.lo[1], r1[i]);
-                    mma::mma<float, Mode>(acc[4 * cg + i], a, b);
-                }
+                mma::mma_four_tiles<Mode>(acc + 4 * cg, a, mma::load_float4(bt + k * ld_b + 32 * cg + 4 * g),
+                                          mma::load_float4(bt + (k + 1) * ld_b + 32 * cg + 4 * g));
             }
         }
     }
@@ -926,21 +918,10 @@ __global__ void __launch_bounds__(Policy::chunk_scan::threads, 1)
 #pragma unroll
                 for (int cg = 0; cg < PMax / 32; ++cg) {
                     if (32 * cg >= pc) break;
-                    const float4 r0 = mma::load_float4(xs16 + 32 * cg), r1 = mma::load_float4(xs16 + ld_x + 32 * cg);
-                    const float4 r2 = mma::load_float4(xs16 + 8 * ld_x + 32 * cg);
-                    const float4 r3 = mma::load_float4(xs16 + 9 * ld_x + 32 * cg);
-                    const float k0v[4] = {r0.x, r0.y, r0.z, r0.w}, k1v[4] = {r1.x, r1.y, r1.z, r1.w};
-                    const float k8v[4] = {r2.x, r2.y, r2.z, r2.w}, k9v[4] = {r3.x, r3.y, r3.z, r3.w};
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) {
-                        mma::frag_b<T> b0, b1;
-                        mma::set_tf32<fmode>(b0.hi[0], b0.lo[0], k0v[i]);
-                        mma::set_tf32<fmode>(b0.hi[1], b0.lo[1], k1v[i]);
-                        mma::set_tf32<fmode>(b1.hi[0], b1.lo[0], k8v[i]);
-                        mma::set_tf32<fmode>(b1.hi[1], b1.lo[1], k9v[i]);
-                        mma::mma<T, fmode>(acc[4 * cg + i], a[0], b0);
-                        mma::mma<T, fmode>(acc[4 * cg + i], a[1], b1);
-                    }
+                    const float* x32 = xs16 + 32 * cg;
+                    mma::mma_four_tiles<fmode>(acc + 4 * cg, a[0], mma::load_float4(x32), mma::load_float4(x32 + ld_x));
+                    mma::mma_four_tiles<fmode>(acc + 4 * cg, a[1], mma::load_float4(x32 + 8 * ld_x),
+                                               mma::load_float4(x32 + 9 * ld_x));
                 }
             }
         }

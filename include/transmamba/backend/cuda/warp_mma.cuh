@@ -296,4 +296,19 @@ __device__ __forceinline__ void mma(frag_c& d, const frag_a<T>& a, const frag_b<
     }
 }
 
+// acc[i] += a * b_i for four accumulator tiles whose B operands are interleaved in two 128-bit
+// rows: component i of k_row and k1_row is tile i's column g at the k-step's rows t and t + 4
+// (the k-step's two keys). One pair of loads feeds four tiles (ssd::float_column's layout).
+template <float_mode Mode>
+__device__ __forceinline__ void mma_four_tiles(frag_c* acc, const frag_a<float>& a, float4 k_row, float4 k1_row) {
+    const float r0[4] = {k_row.x, k_row.y, k_row.z, k_row.w}, r1[4] = {k1_row.x, k1_row.y, k1_row.z, k1_row.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        frag_b<float> b;
+        set_tf32<Mode>(b.hi[0], b.lo[0], r0[i]);
+        set_tf32<Mode>(b.hi[1], b.lo[1], r1[i]);
+        mma<float, Mode>(acc[i], a, b);
+    }
+}
+
 }  // namespace transmamba::kernels::cuda::mma
