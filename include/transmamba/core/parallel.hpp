@@ -3,6 +3,7 @@
 // it), a plain loop otherwise; this header is the one place that knows which.
 #include <cstddef>
 
+#include "transmamba/core/error.hpp"
 #include "transmamba/core/tensor_view.hpp"
 
 #if defined(_OPENMP)
@@ -16,6 +17,14 @@ inline int max_threads() {
     return omp_get_max_threads();
 #else
     return 1;
+#endif
+}
+
+// Caps the threads the CPU backend uses from here on (n >= 1); a program's --threads sets it.
+inline void set_max_threads(int n) {
+    require(n >= 1, "set_max_threads: the thread count must be at least 1, got ", n);
+#if defined(_OPENMP)
+    omp_set_num_threads(n);
 #endif
 }
 
