@@ -27,8 +27,11 @@ struct mixer_decode_state {
     buffer<A> dts;      // (capacity, nheads)
     buffer<A> state;    // (nheads, headdim, d_state)
 
-    // Sized for a sequence whose layer runs at `P`; `max_tokens` bounds the cache.
-    void reset(const mixer_config& c, index_t P, index_t max_tokens) {
+    // Sized for a sequence whose layer runs at `P`; `max_tokens` bounds the cache. The zero fills
+    // run on the caller's stream, which the prefill that follows writes on: on another stream a
+    // fill could land after the prefill's final state.
+    void reset(const mixer_config& c, index_t P, index_t max_tokens,
+               const typename backend_traits<Backend>::context& ctx = {}) {
         position = 0;
         transpoint = P;
         converted = P == 0;
@@ -38,7 +41,6 @@ struct mixer_decode_state {
         values.resize(cap * static_cast<std::size_t>(c.nheads() * c.headdim));
         dts.resize(cap * static_cast<std::size_t>(c.nheads()));
         state.resize(static_cast<std::size_t>(c.nheads() * c.headdim * c.d_state));
-        const typename backend_traits<Backend>::context ctx{};
         backend_traits<Backend>::fill(ctx, window.data(), window.size(), A(0));
         backend_traits<Backend>::fill(ctx, state.data(), state.size(), A(0));
     }

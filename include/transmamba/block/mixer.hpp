@@ -141,7 +141,7 @@ public:
         require(ws.bytes >= decode_workspace_bytes(L, max_tokens), "workspace too small for prefill: has ", ws.bytes,
                 " bytes, needs ", decode_workspace_bytes(L, max_tokens));
         const index_t P = transpoint;  // may exceed the prompt: the cache then keeps growing while decoding
-        st.reset(c, P, max_tokens);
+        st.reset(c, P, max_tokens, ctx);
         const tensor_view<A, 4> state(st.state.data(), {1, c.nheads(), c.headdim, c.d_state});
         forward(u, out, P, ws, {{}, state}, ctx);  // checks everything else; P > L is read as L
 
@@ -298,7 +298,7 @@ private:
 
     void check_inputs(tensor_view<const T, 3> u, tensor_view<const A, 4> initial_state, const context& ctx) const {
         if (!checked_) {
-            check_finite(params_);
+            check_finite(params_, "mixer", ctx);
             checked_ = true;
         }
         if constexpr (!Policies::input_check::per_call) return;

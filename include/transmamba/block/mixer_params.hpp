@@ -80,11 +80,14 @@ auto to_host(const Buffer& buf, const typename backend_traits<Backend>::context&
 }
 
 // Throws naming the first parameter that holds a NaN or an infinity, with the element's index.
+// Runs on the caller's stream: a check on the legacy default stream would not be ordered after a
+// caller's non-blocking stream that wrote the weights.
 template <class Params>
-void check_finite(const Params& params, std::string_view owner = "mixer") {
+void check_finite(const Params& params, std::string_view owner = "mixer",
+                  const typename backend_traits<typename Params::backend>::context& ctx = {}) {
     using traits = backend_traits<typename Params::backend>;
     params.for_each([&](std::string_view name, const auto& buf, const std::vector<index_t>&) {
-        const index_t bad = traits::first_non_finite(typename traits::context{}, buf.data(), buf.size());
+        const index_t bad = traits::first_non_finite(ctx, buf.data(), buf.size());
         require(bad < 0, owner, " parameter '", name, "' holds a non-finite value at flat index ", bad);
     });
 }

@@ -13,7 +13,8 @@ namespace transmamba {
 struct no_position_encoding {
     static constexpr bool rotary = false;
 };
-// RoPE on C and B in attention mode only (the SSM reads them unrotated), rotate-half convention:
+// RoPE on C and B in attention mode only (the SSM reads them unrotated), rotate-half convention
+// (core/rotary.hpp computes it for every backend):
 // dims i and i + n/2 form a pair turned by angle t * theta^(-2i/n) at token t. n must be even.
 template <double Theta = 10000.0>
 struct rope_position {

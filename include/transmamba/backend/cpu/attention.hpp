@@ -10,6 +10,7 @@
 #include "transmamba/backend/cpu/eigen.hpp"
 #include "transmamba/backend/cpu/traits.hpp"
 #include "transmamba/core/config.hpp"
+#include "transmamba/core/rotary.hpp"
 #include "transmamba/core/parallel.hpp"
 #include "transmamba/core/ssm_inputs.hpp"
 #include "transmamba/core/workspace.hpp"
@@ -135,15 +136,13 @@ private:
                 T* oc = rc + (row * g + grp) * n;
                 T* ob = rb + (row * g + grp) * n;
                 for (index_t i = 0; i < half; ++i) {
-                    const double freq = std::pow(Variant::position::theta, -2.0 * static_cast<double>(i) / n);
-                    const double angle = static_cast<double>(t) * freq;
-                    const T cs = static_cast<T>(std::cos(angle)), sn = static_cast<T>(std::sin(angle));
-                    const T c1 = in.C(b, t, grp, i), c2 = in.C(b, t, grp, i + half);
-                    const T b1 = in.B(b, t, grp, i), b2 = in.B(b, t, grp, i + half);
-                    oc[i] = c1 * cs - c2 * sn;
-                    oc[i + half] = c2 * cs + c1 * sn;
-                    ob[i] = b1 * cs - b2 * sn;
-                    ob[i + half] = b2 * cs + b1 * sn;
+                    const rotation r = rope_rotation(t, i, n, Variant::position::theta);
+                    const auto c = rope_rotate(in.C(b, t, grp, i), in.C(b, t, grp, i + half), r);
+                    const auto k = rope_rotate(in.B(b, t, grp, i), in.B(b, t, grp, i + half), r);
+                    oc[i] = c.first;
+                    oc[i + half] = c.second;
+                    ob[i] = k.first;
+                    ob[i + half] = k.second;
                 }
             }
         });

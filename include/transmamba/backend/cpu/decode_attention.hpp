@@ -9,6 +9,7 @@
 
 #include "transmamba/backend/cpu/traits.hpp"
 #include "transmamba/core/config.hpp"
+#include "transmamba/core/rotary.hpp"
 #include "transmamba/core/numeric.hpp"
 #include "transmamba/core/workspace.hpp"
 #include "transmamba/policy/attention.hpp"
@@ -70,10 +71,9 @@ private:
     static const T* rotate(const T* v, index_t n, index_t t, T* out) {
         const index_t half = n / 2;
         for (index_t i = 0; i < half; ++i) {
-            const double angle = static_cast<double>(t) * std::pow(Variant::position::theta, -2.0 * static_cast<double>(i) / n);
-            const T cs = static_cast<T>(std::cos(angle)), sn = static_cast<T>(std::sin(angle));
-            out[i] = v[i] * cs - v[i + half] * sn;
-            out[i + half] = v[i + half] * cs + v[i] * sn;
+            const auto r = rope_rotate(v[i], v[i + half], rope_rotation(t, i, n, Variant::position::theta));
+            out[i] = r.first;
+            out[i + half] = r.second;
         }
         return out;
     }

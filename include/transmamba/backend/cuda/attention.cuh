@@ -31,6 +31,7 @@
 
 #include "transmamba/backend/cuda/traits.cuh"
 #include "transmamba/core/config.hpp"
+#include "transmamba/core/rotary.hpp"
 #include "transmamba/core/ssm_inputs.hpp"
 #include "transmamba/core/workspace.hpp"
 #include "transmamba/policy/attention.hpp"
@@ -663,7 +664,7 @@ __global__ void __launch_bounds__(Tuning::threads) attention_simt_kernel(const a
 }
 
 // Rotate-half RoPE of C and B at positions t < prefix into (batch, prefix, g, n) buffers of T:
-// dims i and i + n/2 turned by t * theta^(-2i/n); angle and sin/cos in float64 as the oracle does.
+// dims i and i + n/2 turned by t * theta^(-2i/n) (core/rotary.hpp: the angle in float64).
 template <class T>
 __global__ void rope_rotate_kernel(const T* __restrict__ C, const T* __restrict__ B, index_t batch_stride,
                                    index_t row_stride, index_t group_stride, index_t batch, index_t prefix, int groups,
@@ -676,19 +677,16 @@ __global__ void rope_rotate_kernel(const T* __restrict__ C, const T* __restrict_
         const index_t row = idx / half;  // ((b * prefix + t) * groups + grp)
         const int grp = static_cast<int>(row % groups);
         const index_t bt = row / groups, t = bt % prefix, b = bt / prefix;
-        const double angle = static_cast<double>(t) * pow(theta, -2.0 * i / n);
-        double sn, cs;
-        sincos(angle, &sn, &cs);
-        const float fc = static_cast<float>(cs), fs = static_cast<float>(sn);
+        const rotation r = rope_rotation(t, i, n, theta);
         const index_t src = b * batch_stride + t * row_stride + grp * group_stride;
-        const float c1 = to_float(C[src + i]), c2 = to_float(C[src + i + half]);
-        const float b1 = to_float(B[src + i]), b2 = to_float(B[src + i + half]);
+        const auto c = rope_rotate(to_float(C[src + i]), to_float(C[src + i + half]), r);
+        const auto k = rope_rotate(to_float(B[src + i]), to_float(B[src + i + half]), r);
         T* oc = rc + row * n;
         T* ob = rb + row * n;
-        oc[i] = from_float<T>(c1 * fc - c2 * fs);
-        oc[i + half] = from_float<T>(c2 * fc + c1 * fs);
-        ob[i] = from_float<T>(b1 * fc - b2 * fs);
-        ob[i + half] = from_float<T>(b2 * fc + b1 * fs);
+        oc[i] = from_float<T>(c.first);
+        oc[i + half] = from_float<T>(c.second);
+        ob[i] = from_float<T>(k.first);
+        ob[i + half] = from_float<T>(k.second);
     }
 }
 
@@ -819,10 +817,7 @@ private:
     template <class T>
     static int slices_per_wave(const kernels::cuda::prefill::attention_args<T>& a, std::size_t slice_bytes,
                                int blocks_per_sm) {
-        int device = 0, l2 = 0;
-        kernels::cuda::check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-        kernels::cuda::check_cuda(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device),
-                                  "cudaDeviceGetAttribute (L2 size)");
+        const int l2 = kernels::cuda::l2_cache_bytes();
         const int sms = kernels::cuda::multiprocessor_count();
         const auto budget = static_cast<std::size_t>(cuda_attention_schedule::l2_share * l2);
         const std::size_t slices = std::size_t(a.col_chunks) * a.groups * a.batch;
@@ -856,9 +851,8 @@ private:
         a.slices_per_wave = slices_per_wave(a, std::size_t(a.prefix) * (N + VC) * sizeof(T), Tuning::min_blocks_per_sm);
         const auto blocks = std::size_t(a.query_tiles) * a.col_chunks * a.groups * a.batch;
         require(blocks < (std::size_t(1) << 31), "attention: too many tiles for one launch");
-        auto kernel = kp::attention_mma_kernel<T, N, Tuning>;
-        k::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-                      "cudaFuncSetAttribute (attention_mma_kernel shared memory)");
+        constexpr auto kernel = kp::attention_mma_kernel<T, N, Tuning>;
+        k::allow_shared_memory<kernel>(smem, "cudaFuncSetAttribute (attention_mma_kernel shared memory)");
         kernel<<<static_cast<unsigned>(blocks), Tuning::warps * 32, smem, ctx.stream>>>(a);
         k::check_launch("attention_mma_kernel");
     }
@@ -876,9 +870,8 @@ private:
                                                   tuning::query_tile * (tuning::key_tile + 1));
         const auto blocks = std::size_t(a.query_tiles) * a.col_chunks * a.groups * a.batch;
         require(blocks < (std::size_t(1) << 31), "attention: too many tiles for one launch");
-        auto kernel = kp::attention_simt_kernel<tuning>;
-        k::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-                      "cudaFuncSetAttribute (attention_simt_kernel shared memory)");
+        constexpr auto kernel = kp::attention_simt_kernel<tuning>;
+        k::allow_shared_memory<kernel>(smem, "cudaFuncSetAttribute (attention_simt_kernel shared memory)");
         kernel<<<static_cast<unsigned>(blocks), tuning::threads, smem, ctx.stream>>>(a);
         k::check_launch("attention_simt_kernel");
     }

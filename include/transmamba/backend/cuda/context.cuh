@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "transmamba/backend/cuda/check.cuh"
+#include "transmamba/backend/cuda/device_attributes.cuh"
 
 namespace transmamba {
 
@@ -18,42 +19,19 @@ struct cuda_context {
     // far too much per call), bound to this context's stream at each use.
     cublasHandle_t cublas() const {
         struct handles {
-            cublasHandle_t by_device[64] = {};
+            cublasHandle_t by_device[kernels::cuda::max_devices] = {};
             ~handles() {
                 for (auto h : by_device)
                     if (h) cublasDestroy(h);
             }
         };
         thread_local handles cache;
-        int device = 0;
-        kernels::cuda::check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-        require(device >= 0 && device < 64, "CUDA device index ", device, " out of the supported range");
-        auto& h = cache.by_device[device];
+        auto& h = cache.by_device[kernels::cuda::current_device()];
         if (!h) kernels::cuda::check_cublas(cublasCreate(&h), "cublasCreate");
         kernels::cuda::check_cublas(cublasSetStream(h, stream), "cublasSetStream");
         return h;
     }
 };
-
-namespace kernels::cuda {
-
-// The current device's multiprocessor count, asked of the driver once per device (launch
-// heuristics size their grids with it on every call).
-inline int multiprocessor_count() {
-    static std::atomic<int> counts[64] = {};
-    int device = 0;
-    check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-    require(device >= 0 && device < 64, "CUDA device index ", device, " out of the supported range");
-    int count = counts[device].load(std::memory_order_relaxed);
-    if (count == 0) {
-        check_cuda(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device),
-                   "cudaDeviceGetAttribute (multiprocessor count)");
-        counts[device].store(count, std::memory_order_relaxed);
-    }
-    return count;
-}
-
-}  // namespace kernels::cuda
 
 // An owned, non-blocking stream.
 class cuda_stream {

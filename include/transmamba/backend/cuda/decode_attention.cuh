@@ -14,6 +14,7 @@
 
 #include "transmamba/backend/cuda/traits.cuh"
 #include "transmamba/core/config.hpp"
+#include "transmamba/core/rotary.hpp"
 #include "transmamba/core/workspace.hpp"
 #include "transmamba/policy/attention.hpp"
 
@@ -44,13 +45,9 @@ __device__ float score(const T* q, const T* k, int n, index_t j, index_t len, fl
     if constexpr (Variant::position::rotary) {
         const int half = n / 2;
         for (int i = lane; i < half; i += 32) {
-            const double freq = pow(Variant::position::theta, -2.0 * double(i) / double(n));
-            const float aq = float(double(len - 1) * freq), ak = float(double(j) * freq);
-            const float q1 = to_float(q[i]), q2 = to_float(q[i + half]);
-            const float k1 = to_float(k[i]), k2 = to_float(k[i + half]);
-            const float rq1 = q1 * cosf(aq) - q2 * sinf(aq), rq2 = q2 * cosf(aq) + q1 * sinf(aq);
-            const float rk1 = k1 * cosf(ak) - k2 * sinf(ak), rk2 = k2 * cosf(ak) + k1 * sinf(ak);
-            dot += rq1 * rk1 + rq2 * rk2;
+            const auto rq = rope_rotate(to_float(q[i]), to_float(q[i + half]), rope_rotation(len - 1, i, n, Variant::position::theta));
+            const auto rk = rope_rotate(to_float(k[i]), to_float(k[i + half]), rope_rotation(j, i, n, Variant::position::theta));
+            dot += rq.first * rk.first + rq.second * rk.second;
         }
     } else {
         for (int i = lane; i < n; i += 32) dot += to_float(q[i]) * to_float(k[i]);

@@ -99,7 +99,7 @@ struct scan_kernel<sequential_scan, cuda> {
         if (t_end <= t_begin) return;
         const auto smem = sizeof(float) * static_cast<std::size_t>(op.headdim * op.dstate + op.headdim + 2 * op.dstate);
         constexpr auto kernel = ssd::sequential_scan_kernel<T, policy>;
-        ssd::allow_shared_memory<kernel>(smem, "cudaFuncSetAttribute (sequential_scan_kernel shared memory)");
+        kernels::cuda::allow_shared_memory<kernel>(smem, "cudaFuncSetAttribute (sequential_scan_kernel shared memory)");
         kernel<<<static_cast<unsigned>(op.batch * op.nheads), policy::threads, smem, ctx.stream>>>(
             op, y.data(), y.stride(0), y.stride(1), y.stride(2), state.data());
         kernels::cuda::check_launch("sequential_scan_kernel");

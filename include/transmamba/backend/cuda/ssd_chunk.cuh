@@ -1090,19 +1090,6 @@ operands<T> make_operands(const mixer_config& cfg, const ssm_inputs<T>& in, inde
     return op;
 }
 
-// Raises a kernel's dynamic shared-memory limit, once per kernel, device and size (the call is a
-// driver round trip; a forward pass should not pay it at every launch).
-template <auto Kernel>
-void allow_shared_memory(std::size_t bytes, const char* name) {
-    static std::atomic<std::size_t> granted[64] = {};
-    int device = 0;
-    check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-    require(device >= 0 && device < 64, "CUDA device index ", device, " out of the supported range");
-    if (granted[device].load(std::memory_order_relaxed) >= bytes) return;
-    check_cuda(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)), name);
-    granted[device].store(bytes, std::memory_order_relaxed);
-}
-
 // chunk_state blocks per (b, head, segment): tiles of the (headdim x d_state) state.
 template <class Policy>
 int chunk_state_tiles(int headdim, int dstate) {

@@ -24,11 +24,38 @@ __global__ void fill_kernel(T* data, std::size_t n, T value) {
         data[i] = value;
 }
 
-// Smallest index of a NaN or infinity, or n when there is none.
+// Marks the first NaN or infinity of data[0, n): *mark ends as n - (its index), 0 when there is
+// none, so that a zero fill (cudaMemsetAsync) starts the search.
 template <class T>
-__global__ void first_non_finite_kernel(const T* data, std::size_t n, unsigned long long* first) {
+__global__ void first_non_finite_kernel(const T* data, std::size_t n, unsigned long long* mark) {
     for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x)
-        if (!isfinite(to_float(data[i]))) atomicMin(first, static_cast<unsigned long long>(i));
+        if (!isfinite(to_float(data[i]))) atomicMax(mark, static_cast<unsigned long long>(n - i));
+}
+
+// Where first_non_finite's answer travels: one device word and one pinned host word per thread
+// and device, made at the first check and kept, so that a check allocates nothing (cudaMalloc and
+// cudaFree synchronise the whole device) and checks on two threads never share a word.
+struct finite_check_slot {
+    unsigned long long* device = nullptr;
+    unsigned long long* host = nullptr;
+};
+inline finite_check_slot finite_check_slot_of_current_device() {
+    struct slots {
+        finite_check_slot by_device[max_devices] = {};
+        ~slots() {
+            for (auto& s : by_device) {
+                if (s.device) cudaFree(s.device);
+                if (s.host) cudaFreeHost(s.host);
+            }
+        }
+    };
+    thread_local slots cache;
+    auto& slot = cache.by_device[current_device()];
+    if (slot.device == nullptr) {
+        check_cuda(cudaMalloc(&slot.device, sizeof(unsigned long long)), "cudaMalloc (finite check word)");
+        check_cuda(cudaMallocHost(&slot.host, sizeof(unsigned long long)), "cudaMallocHost (finite check word)");
+    }
+    return slot;
 }
 
 }  // namespace kernels::cuda
@@ -75,20 +102,20 @@ struct backend_traits<cuda> {
                                   "cudaMemcpy2DAsync");
     }
 
-    // Index of the first non-finite element, or -1. Synchronises the stream: it is the check that
-    // turns bad input into an error before anything is written.
+    // Index of the first non-finite element, or -1. Synchronises the caller's stream (and only
+    // it): the check turns bad input into an error before anything is written. Allocates nothing.
     template <class T>
     static index_t first_non_finite(const context& ctx, const T* data, std::size_t n) {
         if (n == 0) return -1;
-        device_buffer<unsigned long long> flag(1);
-        const unsigned long long none = n;
-        copy_from_host(&none, flag.data(), 1, ctx);
-        kernels::cuda::first_non_finite_kernel<<<kernels::cuda::blocks_for(n, 256), 256, 0, ctx.stream>>>(data, n, flag.data());
-        kernels::cuda::check_launch("first_non_finite_kernel");
-        unsigned long long first = none;
-        copy_to_host(flag.data(), &first, 1, ctx);
+        namespace k = kernels::cuda;
+        const auto slot = k::finite_check_slot_of_current_device();
+        k::check_cuda(cudaMemsetAsync(slot.device, 0, sizeof(*slot.device), ctx.stream), "cudaMemsetAsync (finite check)");
+        k::first_non_finite_kernel<<<k::blocks_for(n, 256), 256, 0, ctx.stream>>>(data, n, slot.device);
+        k::check_launch("first_non_finite_kernel");
+        copy_to_host(slot.device, slot.host, 1, ctx);
         synchronize(ctx);
-        return first == none ? -1 : static_cast<index_t>(first);
+        const unsigned long long mark = *slot.host;
+        return mark == 0 ? -1 : static_cast<index_t>(n - mark);
     }
 
     // C (m x n) = A (m x k) * W (n x k)^T, row-major with leading dimensions, float32 accumulation.
