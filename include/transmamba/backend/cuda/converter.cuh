@@ -2,14 +2,14 @@
 // The exact Memory Converter on the GPU (SPEC.md section 3, paper eq. 8-9), with the CPU kernel's
 // interface (backend/cpu/converter.hpp):
 //   S_{P-1} = (prod_{m<P} a_m) S_init + sum_{j<P} w_j x_j B_j^T,  w_j = exp(sum_{m=j+1}^{P-1} dt_m A) dt_j
-// It is the chunked SSD's steps (1) and (2) over the prefix (ssd_chunk.cuh): per chunk of chunk_size
+// It is the chunked SSD's steps (1) and (2) over the prefix (ssd/dispatch.cuh): per chunk of chunk_size
 // tokens, the suffix sums of dt A from the chunk's end, the weights exp(suffix) dt_j and the chunk's
 // product X^T diag(w) B. A chunk_state block reduces a whole segment of consecutive chunks in
 // registers (what it holds decays over each next chunk), so only one state per segment is written;
 // state passing then joins the segments, each decayed by the ones after it, the initial state by
 // all of them. No state is kept for the intermediate chunks.
 #include "transmamba/backend/cuda/scan.cuh"
-#include "transmamba/backend/cuda/ssd_chunk.cuh"
+#include "transmamba/backend/cuda/ssd/dispatch.cuh"
 #include "transmamba/policy/converter.hpp"
 
 namespace transmamba {

@@ -6,7 +6,7 @@
 //   S_t = a_t S_{t-1} + dt_t x_t B_t^T,  a_t = exp(dt_t A),  y_t = S_t C_t + D x_t
 #include <cstdint>
 
-#include "transmamba/backend/cuda/ssd_chunk.cuh"
+#include "transmamba/backend/cuda/ssd/dispatch.cuh"
 #include "transmamba/backend/cuda/traits.cuh"
 #include "transmamba/core/config.hpp"
 #include "transmamba/core/ssm_inputs.hpp"
