@@ -13,6 +13,9 @@ packages=(
   libbenchmark-dev
   nlohmann-json3-dev
   libcli11-dev
+  # The libFuzzer targets of .ci/run's fuzz step: clang and its fuzzer runtime.
+  clang
+  libclang-rt-dev
 )
 
 missing=()

@@ -9,5 +9,8 @@
 #include "transmamba/io/checkpoint.hpp"
 #include "transmamba/io/dtype.hpp"
 #include "transmamba/io/hf_config.hpp"
+#include "transmamba/io/hf_config_model.hpp"
 #include "transmamba/io/mapped_file.hpp"
+#include "transmamba/io/printable.hpp"
+#include "transmamba/io/regular_file.hpp"
 #include "transmamba/io/safetensors.hpp"

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Writes the seed inputs of the libFuzzer target tests/io/fuzz_safetensors.cpp into tests/data/fuzz_seeds/
-(standard library only): small valid safetensors files.
+"""Writes the seed inputs of the libFuzzer targets (standard library only): small valid safetensors
+files for tests/io/fuzz_safetensors.cpp into OUT/safetensors/, and config.json texts for
+tests/io/fuzz_config.cpp into OUT/config/.
 
     python3 tests/data/make_fuzz_seeds.py tests/data/fuzz_seeds
 """
@@ -24,9 +25,38 @@ def safetensors(tensors, metadata=None):
     return struct.pack("<Q", len(text)) + text + data
 
 
+MAMBA2_CONFIG = {
+    "architectures": ["Mamba2ForCausalLM"], "model_type": "mamba2", "hidden_size": 64, "state_size": 16,
+    "num_heads": 8, "head_dim": 16, "n_groups": 2, "expand": 2, "conv_kernel": 4, "chunk_size": 8,
+    "num_hidden_layers": 2, "vocab_size": 96, "layer_norm_epsilon": 1e-05, "tie_word_embeddings": True,
+    "use_conv_bias": True, "use_bias": False, "rms_norm": True, "residual_in_fp32": True, "hidden_act": "silu",
+    "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0,
+}
+
+
+def config_seeds():
+    """config.json texts: plain Mamba2 with both spellings of infinity, and each transmamba object form."""
+    def text(extra, infinity="Infinity"):
+        c = dict(MAMBA2_CONFIG, **extra)
+        return json.dumps(c, indent=2, sort_keys=True).replace('"@inf"', infinity).encode()
+    return {
+        "mamba2.json": text({"time_step_limit": [0.0, "@inf"]}),
+        "mamba2_float_object.json": text({"time_step_limit": [0.0, "@inf"]}, '{"__float__": "Infinity"}'),
+        "cyclic.json": text({"transmamba": {"version": 1, "kind": "cyclic", "transpoints": [0, 128, 256],
+                                            "attention": "paper"}}),
+        "per_layer.json": text({"transmamba": {"version": 1, "kind": "per_layer", "transpoints": [9, 3],
+                                               "attention": "rope"}}),
+        "fixed_custom.json": text({"time_step_limit": [0.001, 0.1], "transmamba": {
+            "version": 1, "kind": "fixed", "transpoints": [5],
+            "attention": {"gate_by_z": True, "skip_D": False, "rope": True, "rope_theta": 500000.0, "scale": 0.25}}}),
+        "defaults.json": b'{"hidden_size": 64, "num_heads": 2, "n_groups": 1}',
+    }
+
+
 def main():
     out = sys.argv[1]
-    os.makedirs(out, exist_ok=True)
+    for sub in ("safetensors", "config"):
+        os.makedirs(os.path.join(out, sub), exist_ok=True)
     seeds = {
         "floats.safetensors": safetensors(
             [("w", "F32", [2, 3], struct.pack("<6f", 1, 2, 3, 4, 5, 6)), ("d", "F64", [1], struct.pack("<d", 0.5)),
@@ -37,9 +67,10 @@ def main():
              ("z", "F32", [0, 4], b""), ("s", "I32", [], struct.pack("<i", 7)), ("f8", "F8_E4M3", [1], b"\x40")]),
         "empty.safetensors": safetensors([]),
     }
-    for name, data in seeds.items():
-        with open(os.path.join(out, name), "wb") as f:
-            f.write(data)
+    for folder, files in (("safetensors", seeds), ("config", config_seeds())):
+        for name, data in files.items():
+            with open(os.path.join(out, folder, name), "wb") as f:
+                f.write(data)
 
 
 if __name__ == "__main__":

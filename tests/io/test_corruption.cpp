@@ -23,25 +23,6 @@
 using namespace transmamba;
 using transmamba::testing::fuzz_outcome;
 
-namespace transmamba::testing {
-
-// config.json text: parse it, and when that succeeds, write it and parse the result to the same config.
-fuzz_outcome fuzz_hf_config_text(std::string_view text) {
-    hf_mamba2_config c;
-    try {
-        c = parse_hf_mamba2_config(text, "fuzz config");
-    } catch (const error&) {
-        return fuzz_outcome::rejected;
-    }
-    const auto again = parse_hf_mamba2_config(to_json_text(c), "fuzz config copy");
-    if (again.model_config().backbone.mixer.d_model != c.hidden_size || again.transmamba != c.transmamba ||
-        again.vocab_size != c.vocab_size || again.tie_word_embeddings != c.tie_word_embeddings)
-        throw std::logic_error("config does not survive writing and reading");
-    return fuzz_outcome::accepted;
-}
-
-}  // namespace transmamba::testing
-
 namespace {
 
 std::vector<std::byte> valid_file() {

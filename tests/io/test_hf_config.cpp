@@ -3,7 +3,9 @@
 #include <doctest/doctest.h>
 
 #include <transmamba/io/hf_config.hpp>
+#include <transmamba/io/hf_config_model.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -199,7 +201,7 @@ TEST_CASE("hf config: bad fields are named") {
     msg = error_of([] { (void)parse_hf_mamba2_config("[1, 2]", "m/config.json"); });
     CHECK(msg.find("config 'm/config.json' is not a JSON object") != std::string::npos);
     msg = error_of([] { (void)read_hf_mamba2_config("/nonexistent/config.json"); });
-    CHECK(msg.find("cannot read '/nonexistent/config.json'") != std::string::npos);
+    CHECK(msg.find("cannot open '/nonexistent/config.json'") != std::string::npos);
 }
 
 TEST_CASE("hf config: the transmamba object") {
@@ -265,4 +267,41 @@ TEST_CASE("hf config: written and read again unchanged") {
     c.transmamba->attention = custom;
     const auto custom_back = parse_hf_mamba2_config(to_json_text(c), "z");
     CHECK(custom_back.transmamba->attention == custom);
+}
+
+TEST_CASE("hf config: errors quote the file's text as printable ASCII only") {
+    const auto printable_only = [](const std::string& msg) {
+        return std::all_of(msg.begin(), msg.end(), [](char ch) { return ch >= 0x20 && ch <= 0x7e; });
+    };
+    const auto check_printable = [&](const std::string& text, std::string_view expected) {
+        const auto msg = error_of([&] { (void)parse_hf_mamba2_config(text, "m/config.json"); });
+        INFO(printable(msg));
+        CHECK(msg.find(expected) != std::string::npos);
+        CHECK(printable_only(msg));
+    };
+    // Raw bytes that are not UTF-8 (the JSON parser's message quotes what it read) ...
+    check_printable("{\"model_type\": \"mamba\xff\"}", "is not valid JSON");
+    check_printable("{\"hidden_size\": 64, \xc3\x28: 1}", "is not valid JSON");
+    // ... and valid JSON whose strings decode to control characters or to non-ASCII text.
+    check_printable(with_field("model_type", R"("\u001b[2Jmamba")"), "field 'model_type' = \"\\x1b[2Jmamba\"");
+    check_printable(with_field("hidden_act", R"("g\u00e9lu")"), "field 'hidden_act' = \"g\\xc3\\xa9lu\"");
+    check_printable(with_field("hidden_size", R"("\u0007")"), "field 'hidden_size' must be an integer");
+    check_printable(with_field("transmamba", R"({"transpoints": [0], "k\u001bey": 1})"), "field 'transmamba.k\\x1bey'");
+    check_printable(with_field("transmamba", R"({"transpoints": [0], "kind": "\ud83d\ude00"})"), "field 'transmamba.kind' = \"\\xf0\\x9f\\x98\\x80\"");
+    // Every bit of every byte flipped, one at a time: whatever breaks, the message stays printable.
+    const std::string text = with_field("transmamba", R"({"transpoints": [0, 4], "kind": "cyclic", "attention": "rope"})");
+    int rejected = 0;
+    for (std::size_t i = 0; i < text.size(); ++i)
+        for (int bit = 0; bit < 8; ++bit) {
+            std::string mutant = text;
+            mutant[i] = static_cast<char>(mutant[i] ^ (1 << bit));
+            try {
+                (void)parse_hf_mamba2_config(mutant, "m/config.json");
+            } catch (const error& e) {
+                ++rejected;
+                const std::string msg = e.what();
+                if (!printable_only(msg)) FAIL_CHECK("not printable: ", printable(msg));
+            }
+        }
+    CHECK(rejected > 0);
 }

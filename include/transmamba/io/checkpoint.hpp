@@ -31,6 +31,7 @@
 #include "transmamba/core/error.hpp"
 #include "transmamba/io/atomic_file.hpp"
 #include "transmamba/io/hf_config.hpp"
+#include "transmamba/io/hf_config_model.hpp"
 #include "transmamba/io/safetensors.hpp"
 #include "transmamba/model/language_model.hpp"
 #include "transmamba/policy/attention_spec.hpp"
@@ -57,12 +58,14 @@ public:
     explicit checkpoint_weights(const std::filesystem::path& dir) {
         namespace fs = std::filesystem;
         const fs::path single = dir / "model.safetensors", index = dir / "model.safetensors.index.json";
-        if (fs::exists(single)) {
+        // Anything there but a missing file (a link loop, a FIFO, ...) is opened and refused with
+        // its cause (io/regular_file.hpp), not taken for absent.
+        if (!status_of(single).missing()) {
             add_file(single, nullptr);
-        } else if (fs::exists(index)) {
+        } else if (!status_of(index).missing()) {
             open_shards(dir, index);
         } else {
-            const bool bin = fs::exists(dir / "pytorch_model.bin");
+            const bool bin = !status_of(dir / "pytorch_model.bin").missing();
             fail("checkpoint '", dir.string(), "' has no model.safetensors (nor model.safetensors.index.json)",
                  bin ? "; it has pytorch_model.bin, which this library does not read: convert it with "
                        "transformers' save_pretrained(..., safe_serialization=True)"
@@ -88,28 +91,30 @@ private:
             if (listed && !listed->contains(t.name)) continue;  // the index decides which shard holds a tensor
             const auto [it, fresh] = entries_.emplace(t.name, entry{&f, &t});
             if (!fresh)
-                fail("checkpoint: tensor '", t.name, "' is in both '", it->second.file->source(), "' and '", f.source(), "'");
+                fail("checkpoint: tensor '", printable(t.name), "' is in both '", it->second.file->source(), "' and '", f.source(), "'");
             total_elements_ += t.elements;
         }
     }
 
     void open_shards(const std::filesystem::path& dir, const std::filesystem::path& index) {
         nlohmann::json j;
+        const std::string text = read_text_file(index, safetensors_max_header_bytes, "an index");
         try {
-            j = nlohmann::json::parse(read_text_file(index));
+            j = nlohmann::json::parse(text);
         } catch (const nlohmann::json::exception& e) {
-            fail("checkpoint index '", index.string(), "' is not valid JSON: ", e.what());
+            fail("checkpoint index '", index.string(), "' is not valid JSON: ", printable(e.what()));
         }
         const auto map = j.is_object() ? j.find("weight_map") : j.end();
         if (!j.is_object() || map == j.end() || !map->is_object())
             fail("checkpoint index '", index.string(), "' has no object 'weight_map'");
         std::map<std::string, std::set<std::string, std::less<>>> by_shard;
         for (const auto& [tensor, shard] : map->items()) {
-            if (!shard.is_string()) fail("checkpoint index '", index.string(), "': tensor '", tensor, "' maps to no file name");
+            if (!shard.is_string())
+                fail("checkpoint index '", index.string(), "': tensor '", printable(tensor), "' maps to no file name");
             const auto& file = shard.get_ref<const std::string&>();
             // Shards are files of this directory: no paths, so an index cannot point elsewhere.
             if (file.empty() || file.find('/') != std::string::npos || file == "." || file == "..")
-                fail("checkpoint index '", index.string(), "': tensor '", tensor, "' maps to '", file,
+                fail("checkpoint index '", index.string(), "': tensor '", printable(tensor), "' maps to '", printable(file),
                      "', which is not a file name in the checkpoint directory");
             by_shard[file].insert(tensor);
         }
@@ -117,7 +122,8 @@ private:
             add_file(dir / file, &tensors);
             for (const auto& t : tensors)
                 if (!entries_.contains(t))
-                    fail("checkpoint index '", index.string(), "' puts tensor '", t, "' in '", file, "', which does not hold it");
+                    fail("checkpoint index '", index.string(), "' puts tensor '", printable(t), "' in '", printable(file),
+                         "', which does not hold it");
         }
         description_ = index.filename().string() + " (" + std::to_string(by_shard.size()) + " shards)";
     }
@@ -147,7 +153,7 @@ namespace io_detail {
 
 template <class... Parts>
 [[noreturn]] void bad_weight(const safetensors_file& f, std::string_view tensor, const Parts&... parts) {
-    fail("checkpoint file '", f.source(), "', tensor '", tensor, "': ", parts...);
+    fail("checkpoint file '", f.source(), "', tensor '", printable(tensor), "': ", parts...);
 }
 
 // The name transformers writes for a dtype in config.json ("dtype").
@@ -161,9 +167,28 @@ inline std::string_view torch_dtype_name(dtype t) {
     }
 }
 
+// The directory's own problems, by cause: missing, unreadable (a symbolic link loop, ...), or not a
+// directory at all; `what` is "checkpoint directory" or the like.
+inline void require_directory(std::string_view what, const std::filesystem::path& dir) {
+    const path_status st = status_of(dir);
+    const std::string shown = printable(dir.string(), 4096);
+    if (st.missing()) fail(what, " '", shown, "' does not exist");
+    if (st.error) fail(what, " '", shown, "': ", st.describe());
+    if (!st.is_directory()) fail(what, " '", shown, "' is not a directory (it is ", st.describe(), ")");
+}
+
+// std::filesystem reports a failure as a bare "filesystem error: ..."; at the loader's edges it
+// becomes a transmamba::error that says what was being done, to which path, and why.
+[[noreturn]] inline void rethrow_filesystem_error(std::string_view doing, const std::filesystem::path& where,
+                                                  const std::filesystem::filesystem_error& e) {
+    std::string detail;
+    if (!e.path1().empty() && e.path1() != where) detail = " ('" + printable(e.path1().string(), 4096) + "')";
+    fail(doing, " '", printable(where.string(), 4096), "'", detail, ": ", e.code().message());
+}
+
 inline std::string name_list(const std::vector<std::string>& names, std::size_t most = 10) {
     std::string s;
-    for (std::size_t i = 0; i < names.size() && i < most; ++i) s += (i ? ", " : "") + names[i];
+    for (std::size_t i = 0; i < names.size() && i < most; ++i) s += (i ? ", " : "") + printable(names[i]);
     if (names.size() > most) s += ", ... (" + std::to_string(names.size() - most) + " more)";
     return s;
 }
@@ -174,17 +199,18 @@ inline std::string name_list(const std::vector<std::string>& names, std::size_t 
 // converted from any float dtype of the file: F32, F16, BF16, F64).
 template <class T = float, class Backend = cpu, class Pattern = mamba2_pattern>
 loaded_checkpoint<T, Backend, Pattern> load_checkpoint(const std::filesystem::path& dir, const load_options& options = {},
-                                                       const typename backend_traits<Backend>::context& ctx = {}) {
+                                                       const typename backend_traits<Backend>::context& ctx = {})
+try {  // a function-try-block: the whole loader is the edge at which std::filesystem errors are named
     static_assert(checkpoint_pattern<Pattern>::value,
                   "checkpoints hold mixer-only stacks: Pattern must be layer_pattern<transmamba_layer<Policies>>");
     using policies = typename checkpoint_pattern<Pattern>::policies;
     using traits = backend_traits<Backend>;
     namespace fs = std::filesystem;
 
-    std::error_code ec;
-    require(fs::is_directory(dir, ec), "checkpoint directory '", dir.string(), "' does not exist or is not a directory");
+    io_detail::require_directory("checkpoint directory", dir);
     const fs::path config_path = dir / "config.json";
-    require(fs::exists(config_path, ec), "checkpoint '", dir.string(), "' has no config.json");
+    // Missing is said so; anything else there (a loop, a FIFO, ...) is refused with its cause on opening.
+    require(!status_of(config_path).missing(), "checkpoint '", dir.string(), "' has no config.json");
     hf_mamba2_config cfg = read_hf_mamba2_config(config_path);
     if (cfg.transmamba) {
         const auto compiled = attention_spec::of<typename policies::attention>(cfg.state_size);
@@ -279,6 +305,8 @@ loaded_checkpoint<T, Backend, Pattern> load_checkpoint(const std::filesystem::pa
         schedule.validate(model.num_transpoint_layers());
     }
     return {std::move(model), std::move(schedule), has_schedule, std::move(cfg), std::move(unexpected)};
+} catch (const std::filesystem::filesystem_error& e) {
+    io_detail::rethrow_filesystem_error("cannot load the checkpoint", dir, e);
 }
 
 // A Hugging Face Mamba2ForCausalLM directory as a float32 model on the CPU.
@@ -301,7 +329,9 @@ namespace io_detail {
 template <class T, class Backend, class Pattern>
 void save_checkpoint(const language_model<T, Backend, Pattern>& model, const std::optional<transpoint_schedule>& schedule,
                      const std::filesystem::path& dir, const save_options& options,
-                     const typename backend_traits<Backend>::context& ctx) {
+                     const typename backend_traits<Backend>::context& ctx)
+try {  // the edge at which std::filesystem errors are named, as in load_checkpoint
+
     static_assert(checkpoint_pattern<Pattern>::value,
                   "checkpoints hold mixer-only stacks: Pattern must be layer_pattern<transmamba_layer<Policies>>");
     using policies = typename checkpoint_pattern<Pattern>::policies;
@@ -313,8 +343,8 @@ void save_checkpoint(const language_model<T, Backend, Pattern>& model, const std
 
     std::error_code ec;
     fs::create_directories(dir, ec);
-    require(fs::is_directory(dir), "save_checkpoint: cannot create the directory '", dir.string(), "'",
-            ec ? ": " + ec.message() : std::string());
+    if (ec) fail("save_checkpoint: cannot create the directory '", printable(dir.string(), 4096), "': ", ec.message());
+    io_detail::require_directory("save_checkpoint: the checkpoint directory", dir);
 
     safetensors_writer writer;
     writer.set_metadata("format", "pt");
@@ -334,6 +364,8 @@ void save_checkpoint(const language_model<T, Backend, Pattern>& model, const std
     if (cfg.extra.contains("torch_dtype")) cfg.extra["torch_dtype"] = torch_dtype_name(weights_dtype);
     const std::string text = to_json_text(cfg);
     write_file_atomically(dir / "config.json", [&](file_sink& sink) { sink.write(text.data(), text.size()); });
+} catch (const std::filesystem::filesystem_error& e) {
+    rethrow_filesystem_error("save_checkpoint: cannot write the checkpoint", dir, e);
 }
 
 }  // namespace io_detail

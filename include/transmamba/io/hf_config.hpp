@@ -9,17 +9,16 @@
 // transformers 5.x writes {"__float__": "Infinity"}, older versions (Python's json.dumps) the bare
 // tokens Infinity, -Infinity and NaN, which strict JSON parsers reject; those are rewritten into
 // marker strings before parsing. Both read as numbers. Writing uses the bare tokens, which every
-// transformers version reads back (json.loads accepts them). Every error names the file and field.
+// transformers version reads back (json.loads accepts them). Every error names the file and field,
+// and quotes the file's text only through printable() (io/printable.hpp).
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <optional>
 #include <set>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,11 +26,15 @@
 #include <nlohmann/json.hpp>
 
 #include "transmamba/core/error.hpp"
-#include "transmamba/model/language_model.hpp"
+#include "transmamba/core/tensor_view.hpp"
+#include "transmamba/io/printable.hpp"
+#include "transmamba/io/regular_file.hpp"
 #include "transmamba/policy/attention_spec.hpp"
 #include "transmamba/policy/transpoint_schedule.hpp"
 
 namespace transmamba {
+
+struct language_model_config;  // model/language_model.hpp; see hf_mamba2_config::model_config()
 
 // The "transmamba" object: what a TransMamba checkpoint adds to a Mamba2 one.
 struct transmamba_options {
@@ -63,45 +66,11 @@ struct hf_mamba2_config {
     // save_checkpoint writes them back unchanged.
     nlohmann::json extra = nlohmann::json::object();
 
-    language_model_config model_config() const {
-        mixer_config m;
-        m.d_model = hidden_size;
-        m.expand = expand;
-        m.headdim = head_dim;
-        m.d_state = state_size;
-        m.ngroups = n_groups;
-        m.d_conv = conv_kernel;
-        m.chunk_size = chunk_size;
-        m.dt_min = time_step_limit[0];
-        m.dt_max = time_step_limit[1];
-        m.norm_eps = layer_norm_epsilon;
-        language_model_config c;
-        c.backbone = transmamba::model_config{m, /*d_ff=*/0, num_hidden_layers};
-        c.vocab_size = vocab_size;
-        c.tie_word_embeddings = tie_word_embeddings;
-        return c;
-    }
-
-    // The config of a model (the inverse of model_config()).
-    static hf_mamba2_config from(const language_model_config& c, std::optional<transmamba_options> options = {}) {
-        const auto& m = c.backbone.mixer;
-        hf_mamba2_config h;
-        h.hidden_size = m.d_model;
-        h.state_size = m.d_state;
-        h.num_heads = m.nheads();
-        h.head_dim = m.headdim;
-        h.n_groups = m.ngroups;
-        h.expand = m.expand;
-        h.conv_kernel = m.d_conv;
-        h.chunk_size = m.chunk_size;
-        h.num_hidden_layers = c.backbone.num_layers;
-        h.vocab_size = c.vocab_size;
-        h.layer_norm_epsilon = m.norm_eps;
-        h.tie_word_embeddings = c.tie_word_embeddings;
-        h.time_step_limit = {m.dt_min, m.dt_max};
-        h.transmamba = std::move(options);
-        return h;
-    }
+    // The model's config, and the config of a model (the inverse): defined in
+    // io/hf_config_model.hpp, which includes the model. This header does not, so that the parser
+    // builds on its own (the config fuzzer's clang 14 cannot build the model headers).
+    language_model_config model_config() const;
+    static hf_mamba2_config from(const language_model_config& c, std::optional<transmamba_options> options = {});
 
     // Elements of all parameters the config describes (nullopt when that overflows 64 bits): a
     // loader compares it with the checkpoint before allocating anything.
@@ -187,12 +156,12 @@ inline std::string mark_nonfinite_tokens(std::string_view text) {
 // "transmamba.") in every error, and remembering which fields were read.
 class field_reader {
 public:
-    field_reader(const nlohmann::json& object, std::string source, std::string prefix = "")
-        : object_(object), source_(std::move(source)), prefix_(std::move(prefix)) {}
+    field_reader(const nlohmann::json& object, std::string_view source, std::string prefix = "")
+        : object_(object), source_(printable(source, 4096)), prefix_(std::move(prefix)) {}
 
     template <class... Parts>
     [[noreturn]] void bad(std::string_view field, const Parts&... parts) const {
-        fail("config '", source_, "': field '", prefix_, field, "' ", parts...);
+        fail("config '", source_, "': field '", prefix_, printable(field), "' ", parts...);
     }
 
     const nlohmann::json* find(std::string_view field) {
@@ -252,11 +221,10 @@ public:
 
     bool was_read(const std::string& field) const { return used_.contains(field); }
 
+    // A JSON value for a message: cut short, escaped (dump() leaves UTF-8 as it is).
     static std::string brief(const nlohmann::json& v) {
-        std::string s = v.dump();
-        for (auto& c : s)
-            if (c == '\n') c = ' ';
-        return s.size() > 40 ? s.substr(0, 37) + "..." : s;
+        const std::string s = v.dump();
+        return printable(s.size() > 40 ? s.substr(0, 37) + "..." : s);
     }
 
 private:
@@ -307,7 +275,7 @@ inline transmamba_options parse_transmamba(field_reader& outer, const nlohmann::
     }
     const auto kind = r.string("kind").value_or("cyclic");
     const auto parsed = parse_schedule_kind(kind);
-    if (!parsed) r.bad("kind", "= \"", kind, "\" is not a schedule kind (\"fixed\", \"per_layer\" or \"cyclic\")");
+    if (!parsed) r.bad("kind", "= \"", printable(kind), "\" is not a schedule kind (\"fixed\", \"per_layer\" or \"cyclic\")");
     o.schedule.kind = *parsed;
     if (*parsed == schedule_kind::fixed && o.schedule.transpoints.size() != 1)
         r.bad("transpoints", "must have exactly one entry for kind \"fixed\", got ", o.schedule.transpoints.size());
@@ -329,14 +297,14 @@ inline hf_mamba2_config parse_hf_mamba2_config(std::string_view text, const std:
     try {
         root = json::parse(io_detail::mark_nonfinite_tokens(text));
     } catch (const json::exception& e) {
-        fail("config '", source, "' is not valid JSON: ", e.what());
+        fail("config '", printable(source, 4096), "' is not valid JSON: ", printable(e.what()));
     }
-    if (!root.is_object()) fail("config '", source, "' is not a JSON object");
+    if (!root.is_object()) fail("config '", printable(source, 4096), "' is not a JSON object");
 
     io_detail::field_reader r(root, source);
     hf_mamba2_config c;
     if (const auto model_type = r.string("model_type"); model_type && *model_type != "mamba2")
-        r.bad("model_type", "= \"", *model_type, "\": only \"mamba2\" checkpoints are supported");
+        r.bad("model_type", "= \"", printable(*model_type), "\": only \"mamba2\" checkpoints are supported");
     // Sizes: generous bounds that keep every derived size far from overflow.
     constexpr index_t big = index_t(1) << 24;
     c.hidden_size = r.integer("hidden_size", c.hidden_size, 1, big);
@@ -354,7 +322,7 @@ inline hf_mamba2_config parse_hf_mamba2_config(std::string_view text, const std:
     c.use_conv_bias = r.boolean("use_conv_bias", c.use_conv_bias);
     if (r.boolean("use_bias", false)) r.bad("use_bias", "is true: biases on in_proj/out_proj are not supported");
     if (const auto act = r.string("hidden_act"); act && *act != "silu" && *act != "swish")
-        r.bad("hidden_act", "= \"", *act, "\": only \"silu\" is supported (the conv activation of SPEC.md)");
+        r.bad("hidden_act", "= \"", printable(*act), "\": only \"silu\" is supported (the conv activation of SPEC.md)");
     // Checked for their type only, and kept in `extra`: transformers' Mamba2 ignores rms_norm (the
     // gated RMSNorm is always there) and residual_in_fp32 only changes the residual's precision.
     for (const char* ignored : {"rms_norm", "residual_in_fp32"})
@@ -383,18 +351,6 @@ inline hf_mamba2_config parse_hf_mamba2_config(std::string_view text, const std:
     for (const auto& [key, value] : root.items())
         if (!r.was_read(key)) c.extra[key] = value;
     return c;
-}
-
-inline std::string read_text_file(const std::filesystem::path& path, std::uintmax_t limit = 64u << 20) {
-    std::error_code ec;
-    const auto size = std::filesystem::file_size(path, ec);
-    if (ec) fail("cannot read '", path.string(), "': ", ec.message());
-    require(size <= limit, "'", path.string(), "' is ", size, " bytes, more than the ", limit, " a config may have");
-    std::ifstream in(path, std::ios::binary);
-    require(static_cast<bool>(in), "cannot open '", path.string(), "'");
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
 }
 
 inline hf_mamba2_config read_hf_mamba2_config(const std::filesystem::path& file) {

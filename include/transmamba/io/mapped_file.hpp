@@ -6,10 +6,7 @@
 // The file must not be truncated while it is mapped: reading a page past the new end raises SIGBUS,
 // which no check can turn into an error. Writers in this library replace files by rename (see
 // io/atomic_file.hpp), which leaves an existing mapping of the old file intact.
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstddef>
@@ -20,6 +17,8 @@
 #include <utility>
 
 #include "transmamba/core/error.hpp"
+#include "transmamba/io/printable.hpp"
+#include "transmamba/io/regular_file.hpp"
 
 namespace transmamba {
 
@@ -27,23 +26,15 @@ class mapped_file {
 public:
     mapped_file() = default;
 
+    // The file must be a regular file (io/regular_file.hpp: a FIFO or a device is refused, never
+    // waited on).
     explicit mapped_file(const std::filesystem::path& path) : path_(path) {
-        int fd = -1;
-        do {
-            fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-        } while (fd < 0 && errno == EINTR);
-        if (fd < 0) fail("cannot open '", path.string(), "': ", std::strerror(errno));
-        struct fd_closer {
-            int fd;
-            ~fd_closer() { ::close(fd); }  // the mapping keeps the file alive on its own
-        } closer{fd};
-        struct stat st {};
-        if (::fstat(fd, &st) != 0) fail("cannot stat '", path.string(), "': ", std::strerror(errno));
-        require(S_ISREG(st.st_mode), "'", path.string(), "' is not a regular file");
-        size_ = static_cast<std::size_t>(st.st_size);
+        const regular_file file(path);  // closed at the end: the mapping keeps the file alive on its own
+        size_ = static_cast<std::size_t>(file.size());
         if (size_ == 0) return;  // mmap cannot map nothing; an empty span describes it
-        void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (p == MAP_FAILED) fail("cannot map '", path.string(), "' (", size_, " bytes): ", std::strerror(errno));
+        void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, file.fd(), 0);
+        if (p == MAP_FAILED)
+            fail("cannot map '", printable(path.string(), 4096), "' (", size_, " bytes): ", std::strerror(errno));
         data_ = static_cast<const std::byte*>(p);
     }
 

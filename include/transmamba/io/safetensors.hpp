@@ -35,6 +35,7 @@
 #include "transmamba/io/atomic_file.hpp"
 #include "transmamba/io/dtype.hpp"
 #include "transmamba/io/mapped_file.hpp"
+#include "transmamba/io/printable.hpp"
 
 namespace transmamba {
 
@@ -120,10 +121,10 @@ inline integer_value decode_integer(dtype t, const std::byte* p) {
     }
 }
 
-// A JSON value for an error message, cut short.
+// A JSON value for an error message, cut short and escaped (io/printable.hpp).
 inline std::string brief(const nlohmann::json& v) {
-    std::string s = v.dump();
-    return s.size() > 40 ? s.substr(0, 37) + "..." : s;
+    const std::string s = v.dump();
+    return printable(s.size() > 40 ? s.substr(0, 37) + "..." : s);
 }
 
 template <class T>
@@ -142,8 +143,12 @@ public:
     safetensors_view() = default;
 
     // Parses and validates `file`, the whole file's bytes; `source` names it in error messages.
-    safetensors_view(std::span<const std::byte> file, std::string source) : source_(std::move(source)) { parse(file); }
+    safetensors_view(std::span<const std::byte> file, std::string_view source) : source_(printable(source, 4096)) {
+        parse(file);
+    }
 
+    // The name given to the constructor, escaped as every piece of text in a message is
+    // (io/printable.hpp).
     const std::string& source() const { return source_; }
     const std::map<std::string, std::string>& metadata() const { return metadata_; }
     // Every tensor, in the order of their data.
@@ -156,7 +161,7 @@ public:
     }
     const tensor_info& at(std::string_view name) const {
         const tensor_info* t = find(name);
-        if (t == nullptr) fail("safetensors file '", source_, "' has no tensor '", name, "'");
+        if (t == nullptr) fail("safetensors file '", source_, "' has no tensor '", printable(name), "'");
         return *t;
     }
 
@@ -166,8 +171,7 @@ public:
     // Throws naming the file and tensor unless the tensor has exactly this shape.
     void expect_shape(const tensor_info& t, std::span<const std::int64_t> want) const {
         if (!std::equal(t.shape.begin(), t.shape.end(), want.begin(), want.end()))
-            fail("safetensors file '", source_, "', tensor '", t.name, "': shape ", shape_string(t.shape), ", expected ",
-                 shape_string(want));
+            bad_tensor(t.name, "shape ", shape_string(t.shape), ", expected ", shape_string(want));
     }
 
     // Converts the tensor's elements into `out` (exactly `elements` long): float types from F64, F32,
@@ -177,8 +181,8 @@ public:
         requires float_element<T> || integer_element<T>
     void read_into(const tensor_info& t, std::span<T> out) const {
         if (out.size() != t.elements)
-            fail("safetensors file '", source_, "', tensor '", t.name, "': has ", t.elements, " elements (shape ",
-                 shape_string(t.shape), "), the destination holds ", out.size());
+            bad_tensor(t.name, "has ", t.elements, " elements (shape ", shape_string(t.shape), "), the destination holds ",
+                       out.size());
         convert(t, out.data());
     }
     template <class T>
@@ -210,8 +214,74 @@ private:
     }
     template <class... Parts>
     [[noreturn]] void bad_tensor(std::string_view name, const Parts&... parts) const {
-        fail("safetensors file '", source_, "', tensor '", name, "': ", parts...);
+        fail("safetensors file '", source_, "', tensor '", printable(name), "': ", parts...);
     }
+
+    // Builds the header's JSON tree from the parser's SAX events, refusing a key repeated in one
+    // object (a JSON parser keeps the last one silently) and nesting deeper than the 3 levels of a
+    // valid header. The tree's own objects find a repeated key, in O(log n). (nlohmann's parser
+    // callback could do these checks, but it rescans the parent object at the end of every object:
+    // quadratic in the number of tensors, 21 s for 40k.)
+    struct header_builder {
+        using json = nlohmann::json;
+        const safetensors_view& owner;
+        json root{};
+        std::vector<json*> open{};  // the containers being filled, innermost last
+        json* slot = nullptr;       // where the innermost object's next value goes (set by key())
+
+        json* place(json&& v) {
+            if (open.size() > 3)
+                owner.bad("the header nests deeper than a safetensors header does (depth ", open.size(), ")");
+            if (open.empty()) {
+                root = std::move(v);
+                return &root;
+            }
+            json& parent = *open.back();
+            if (parent.is_array()) {
+                parent.push_back(std::move(v));
+                return &parent.back();
+            }
+            *slot = std::move(v);
+            return slot;
+        }
+        bool value(json&& v) {
+            place(std::move(v));
+            return true;
+        }
+        bool null() { return value(nullptr); }
+        bool boolean(bool v) { return value(v); }
+        bool number_integer(json::number_integer_t v) { return value(v); }
+        bool number_unsigned(json::number_unsigned_t v) { return value(v); }
+        bool number_float(json::number_float_t v, const json::string_t&) { return value(v); }
+        bool string(json::string_t& v) { return value(std::move(v)); }
+        bool binary(json::binary_t& v) { return value(json::binary(std::move(v))); }
+        bool start_object(std::size_t) {
+            open.push_back(place(json::object()));
+            return true;
+        }
+        bool start_array(std::size_t) {
+            open.push_back(place(json::array()));
+            return true;
+        }
+        bool end_object() {
+            open.pop_back();
+            return true;
+        }
+        bool end_array() { return end_object(); }
+        bool key(json::string_t& k) {
+            auto& object = open.back()->get_ref<json::object_t&>();
+            const auto [it, fresh] = object.try_emplace(k);
+            if (!fresh) {
+                if (open.size() == 1) owner.bad("the header names tensor '", printable(k), "' twice");
+                owner.bad("the header has the key '", printable(k), "' twice in one entry");
+            }
+            slot = &it->second;
+            return true;
+        }
+        bool parse_error(std::size_t, const std::string&, const json::exception& e) {
+            owner.bad("the header is not valid JSON: ", printable(e.what()));
+        }
+    };
 
     void parse(std::span<const std::byte> file) {
         using json = nlohmann::json;
@@ -228,37 +298,21 @@ private:
         if (text[0] != '{') bad("the header does not start with '{'");
         data_ = file.subspan(static_cast<std::size_t>(8 + n));
 
-        // Keys seen in each open object, to reject duplicates (a JSON parser keeps the last one
-        // silently) and a nesting bound: a valid header is at most 3 levels deep.
-        std::vector<std::set<std::string, std::less<>>> open_objects;
-        auto callback = [&](int depth, json::parse_event_t event, json& parsed) {
-            if (depth > 3) bad("the header nests deeper than a safetensors header does (depth ", depth, ")");
-            if (event == json::parse_event_t::object_start) {
-                open_objects.emplace_back();
-            } else if (event == json::parse_event_t::object_end) {
-                if (!open_objects.empty()) open_objects.pop_back();
-            } else if (event == json::parse_event_t::key && !open_objects.empty()) {
-                const auto& key = parsed.get_ref<const std::string&>();
-                if (!open_objects.back().insert(key).second) {
-                    if (depth == 1) bad("the header names tensor '", key, "' twice");
-                    bad("the header has the key '", key, "' twice in one entry");
-                }
-            }
-            return true;
-        };
-        json root;
+        header_builder builder{*this};
         try {
-            root = json::parse(text, text + n, callback, /*allow_exceptions=*/true, /*ignore_comments=*/false);
+            json::sax_parse(text, text + n, &builder, nlohmann::detail::input_format_t::json, /*strict=*/true,
+                            /*ignore_comments=*/false);
         } catch (const json::exception& e) {
-            bad("the header is not valid JSON: ", e.what());
+            bad("the header is not valid JSON: ", printable(e.what()));
         }
+        const json& root = builder.root;
         if (!root.is_object()) bad("the header is not a JSON object");
 
         for (const auto& [key, value] : root.items()) {
             if (key == "__metadata__") {
                 if (!value.is_object()) bad("'__metadata__' is not an object of strings");
                 for (const auto& [mk, mv] : value.items()) {
-                    if (!mv.is_string()) bad("'__metadata__' entry '", mk, "' is not a string");
+                    if (!mv.is_string()) bad("'__metadata__' entry '", printable(mk), "' is not a string");
                     metadata_.emplace(mk, mv.get<std::string>());
                 }
                 continue;
@@ -280,11 +334,11 @@ private:
         const tensor_info* previous = nullptr;
         for (const auto& t : tensors_) {
             if (t.begin < expected)
-                bad_tensor(t.name, "data_offsets [", t.begin, ", ", t.end, "] overlap tensor '", previous->name, "' [",
+                bad_tensor(t.name, "data_offsets [", t.begin, ", ", t.end, "] overlap tensor '", printable(previous->name), "' [",
                            previous->begin, ", ", previous->end, "]");
             if (t.begin > expected)
                 bad_tensor(t.name, "data_offsets [", t.begin, ", ", t.end, "] leave a gap of ", t.begin - expected,
-                           " bytes after ", previous ? "tensor '" + previous->name + "'" : std::string("the header"));
+                           " bytes after ", previous ? "tensor '" + printable(previous->name) + "'" : std::string("the header"));
             expected = t.end;
             previous = &t;
         }
@@ -302,7 +356,7 @@ private:
         if (dt == entry.end() || !dt->is_string()) bad_tensor(name, "the header entry has no string 'dtype'");
         const auto& dtype_text = dt->get_ref<const std::string&>();
         const auto parsed = parse_dtype(dtype_text);
-        if (!parsed) bad_tensor(name, "unknown dtype '", dtype_text, "'");
+        if (!parsed) bad_tensor(name, "unknown dtype '", printable(dtype_text), "'");
         t.type = *parsed;
 
         const auto shape = entry.find("shape");

@@ -8,7 +8,6 @@
 #include <string_view>
 
 #include "transmamba/core/tensor_view.hpp"
-#include "transmamba/policy/attention.hpp"
 
 namespace transmamba {
 
@@ -19,8 +18,12 @@ struct attention_spec {
     double rope_theta = 10000.0;
     double scale = 0.0;         // softmax scale; 0 means 1/sqrt(d_state)
 
-    // The spec of a compile-time variant, for a model with state size d_state.
-    template <attention_policy A>
+    // The spec of a compile-time variant (an attention_policy of policy/attention.hpp), for a model
+    // with state size d_state. Not constrained by the concept, so that this header does not include
+    // policy/attention.hpp: the config parser (io/hf_config.hpp) holds an attention_spec and must
+    // build with clang 14 for its fuzzer, and clang 14 rejects that header's double template
+    // parameters. Every caller passes a mixer's attention policy, which the mixer checks.
+    template <class A>
     static attention_spec of(index_t d_state) {
         attention_spec s;
         s.gate_by_z = A::gate_by_z;
