@@ -337,18 +337,19 @@ inline hf_mamba2_config parse_hf_mamba2_config(std::string_view text, const std:
     hf_mamba2_config c;
     if (const auto model_type = r.string("model_type"); model_type && *model_type != "mamba2")
         r.bad("model_type", "= \"", *model_type, "\": only \"mamba2\" checkpoints are supported");
-    // Sizes: generous bounds that keep every derived size far from overflow.
-    constexpr index_t big = index_t(1) << 24;
+    // Sizes: the library's limits (core/config.hpp, which every config's validate() applies), read
+    // here to name the config.json field; products of them are checked by validate() below.
+    constexpr index_t big = size_limits::dimension;
     c.hidden_size = r.integer("hidden_size", c.hidden_size, 1, big);
     c.state_size = r.integer("state_size", c.state_size, 1, big);
     c.num_heads = r.integer("num_heads", c.num_heads, 1, big);
     c.head_dim = r.integer("head_dim", c.head_dim, 1, big);
     c.n_groups = r.integer("n_groups", c.n_groups, 1, big);
-    c.expand = r.integer("expand", c.expand, 1, 1024);
-    c.conv_kernel = r.integer("conv_kernel", c.conv_kernel, 1, 1024);
+    c.expand = r.integer("expand", c.expand, 1, size_limits::expand);
+    c.conv_kernel = r.integer("conv_kernel", c.conv_kernel, 1, size_limits::conv_width);
     c.chunk_size = r.integer("chunk_size", c.chunk_size, 1, big);
-    c.num_hidden_layers = r.integer("num_hidden_layers", c.num_hidden_layers, 1, 1 << 16);
-    c.vocab_size = r.integer("vocab_size", c.vocab_size, 1, index_t(1) << 31);
+    c.num_hidden_layers = r.integer("num_hidden_layers", c.num_hidden_layers, 1, size_limits::layers);
+    c.vocab_size = r.integer("vocab_size", c.vocab_size, 1, size_limits::vocab);
     c.layer_norm_epsilon = r.number("layer_norm_epsilon", c.layer_norm_epsilon);
     c.tie_word_embeddings = r.boolean("tie_word_embeddings", c.tie_word_embeddings);
     c.use_conv_bias = r.boolean("use_conv_bias", c.use_conv_bias);
@@ -377,6 +378,13 @@ inline hf_mamba2_config parse_hf_mamba2_config(std::string_view text, const std:
               " must equal expand * hidden_size = ", c.expand * c.hidden_size);
     if (c.num_heads % c.n_groups != 0)
         r.bad("n_groups", "= ", c.n_groups, " does not divide num_heads = ", c.num_heads);
+    try {
+        c.model_config().validate();  // what a model built from this config checks: one set of rules
+    } catch (const error& e) {
+        std::string_view why = e.what();
+        if (why.starts_with("transmamba: ")) why.remove_prefix(12);
+        fail("config '", source, "' describes a model the library refuses: ", why);
+    }
 
     if (const auto* t = r.find("transmamba")) c.transmamba = io_detail::parse_transmamba(r, *t, source, c.num_hidden_layers);
 
