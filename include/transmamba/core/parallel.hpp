@@ -7,7 +7,7 @@
 // on a loaded one (another OpenMP program, or just more busy threads than cores) a thread of the
 // team may not be running, and the barrier waits for the scheduler to give it a core: milliseconds
 // per region. A decoding step of a small model is a dozen such regions around a few microseconds of
-// work each, so it fell from ~5000 to 6 tokens/s beside one other OpenMP program. Work below
+// work each, so it fell from thousands to tens of tokens/s beside a competing load. Work below
 // parallel_min_work() therefore runs on the calling thread and never meets a barrier; docs/design.md
 // ("Threads") says what the wait policy adds, which a library cannot set (libgomp reads
 // OMP_WAIT_POLICY and GOMP_SPINCOUNT once, when it is loaded).
@@ -51,8 +51,8 @@ inline int thread_index() {
 namespace parallel_detail {
 // The decode scan's measurement on the 2-core development machine: its state update gains from a
 // second thread from 2^15 state elements on (4 heads of 64 x 128); below that the fork and the
-// barrier cost more than they save even on an idle machine. docs/PERF.md ("Threads under
-// contention") shows what the threshold does beside a competing load.
+// barrier cost more than they save even on an idle machine. docs/PERF.md ("CPU: threads
+// under contention") shows what the threshold does beside a competing load.
 inline constexpr index_t default_min_work = index_t(1) << 15;
 inline std::atomic<index_t>& min_work() {
     static std::atomic<index_t> value{default_min_work};
