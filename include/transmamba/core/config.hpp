@@ -38,7 +38,8 @@ struct mixer_config {
     constexpr index_t conv_dim() const { return d_inner() + 2 * ngroups * d_state; }
     constexpr index_t d_in_proj() const { return 2 * d_inner() + 2 * ngroups * d_state + nheads(); }
 
-    // Elements of the mixer's parameters (SPEC.md section 2), checked for overflow.
+    // Elements of the mixer's parameters (SPEC.md section 2), checked for overflow; for a config
+    // whose fields are within size_limits (validate() checks those first).
     index_t parameter_count() const {
         index_t n = checked_mul(d_in_proj(), d_model, "mixer_config: in_proj.weight elements d_in_proj * d_model");
         n = checked_add(n, checked_mul(conv_dim(), d_conv + 1, "mixer_config: conv1d elements conv_dim * (d_conv + 1)"),

@@ -103,31 +103,17 @@ struct hf_mamba2_config {
         return h;
     }
 
-    // Elements of all parameters the config describes (nullopt when that overflows 64 bits): a
-    // loader compares it with the checkpoint before allocating anything.
+    // Elements of all parameters the config describes (nullopt when the library refuses the config,
+    // e.g. a count that overflows): a loader compares it with the checkpoint before allocating
+    // anything. The count is the library's (language_model_config::parameter_count).
     std::optional<std::uint64_t> parameter_count() const {
-        struct checked {
-            std::uint64_t v = 0;
-            bool ok = true;
-        };
-        constexpr auto max = std::numeric_limits<std::uint64_t>::max();
-        const auto n = [](index_t v) { return checked{static_cast<std::uint64_t>(v), v >= 0}; };
-        const auto mul = [&](checked a, checked b) {
-            return (!a.ok || !b.ok || (a.v != 0 && b.v > max / a.v)) ? checked{0, false} : checked{a.v * b.v, true};
-        };
-        const auto add = [&](checked a, checked b) {
-            return (!a.ok || !b.ok || a.v > max - b.v) ? checked{0, false} : checked{a.v + b.v, true};
-        };
-        const checked d = n(hidden_size), di = mul(n(expand), d), gn = mul(n(n_groups), n(state_size));
-        const checked conv = add(di, mul(n(2), gn));
-        const checked in_proj = mul(add(add(di, conv), n(num_heads)), d);
-        checked layer = add(in_proj, mul(conv, n(conv_kernel)));       // in_proj, conv1d.weight
-        layer = add(layer, add(conv, mul(n(3), n(num_heads))));       // conv1d.bias, dt_bias, A_log, D
-        layer = add(layer, add(di, add(mul(d, di), d)));              // norm.weight, out_proj, block norm
-        const checked embed = mul(n(vocab_size), d);
-        const checked total = add(add(mul(layer, n(num_hidden_layers)), mul(embed, n(tie_word_embeddings ? 1 : 2))), d);
-        if (!total.ok) return std::nullopt;
-        return total.v;
+        try {
+            const auto c = model_config();
+            c.validate();
+            return static_cast<std::uint64_t>(c.parameter_count());
+        } catch (const error&) {
+            return std::nullopt;
+        }
     }
 };
 
