@@ -89,7 +89,7 @@ void copy(benchmark::State& state, std::size_t bytes) {
     std::vector<float> from(count, 1.0f), to(count, 0.0f);
     const index_t parts = 4 * max_threads();
     const double s = timed(state, [&] {
-        parallel_for(parts, [&](index_t part, int) {
+        parallel_for(parts, index_t(count) / parts, [&](index_t part, int) {
             const std::size_t lo = count * std::size_t(part) / std::size_t(parts);
             const std::size_t hi = count * std::size_t(part + 1) / std::size_t(parts);
             std::memcpy(to.data() + lo, from.data() + lo, (hi - lo) * sizeof(float));

@@ -133,3 +133,59 @@ TEST_CASE("model_config::validate: checks the mixer and its own fields") {
     m.mixer.ngroups = 3;
     CHECK_THROWS_WITH_AS(m.validate(), doctest::Contains("ngroups = 3"), error);
 }
+
+// ---- limits and overflowing products (issue 15) -------------------------------------------------
+
+namespace {
+using transmamba::index_t;
+
+// A mixer whose sizes are all within the limits, but whose in-projection has
+// d_in_proj * d_model = (3 * 2^k + 2^(2k+1)) * 2^k elements.
+mixer_config wide_mixer(int k) {
+    mixer_config c;
+    c.d_model = index_t(1) << k;
+    c.expand = 1;
+    c.headdim = 1;  // nheads = 2^k
+    c.ngroups = index_t(1) << k;
+    c.d_state = index_t(1) << k;
+    c.chunk_size = 16;
+    return c;
+}
+}  // namespace
+
+TEST_CASE("mixer_config::validate: a size above the library's limits names the field and the limit") {
+    using transmamba::size_limits;
+    CHECK(message_of([](mixer_config& c) { c.d_model = size_limits::dimension * 2; }).find(
+              "d_model = 33554432 exceeds the limit 16777216") != std::string::npos);
+    CHECK(message_of([](mixer_config& c) { c.d_state = size_limits::dimension + 1; }).find("d_state") != std::string::npos);
+    CHECK(message_of([](mixer_config& c) { c.expand = size_limits::expand + 1; }).find("expand") != std::string::npos);
+    CHECK(message_of([](mixer_config& c) { c.d_conv = size_limits::conv_width + 1; }).find("d_conv") != std::string::npos);
+    CHECK(message_of([](mixer_config& c) { c.chunk_size = size_limits::dimension + 1; }).find("chunk_size") !=
+          std::string::npos);
+    CHECK(message_of([](mixer_config& c) { c.ngroups = size_limits::dimension + 1; }).find("ngroups") != std::string::npos);
+    // at the limits exactly, the fields themselves are accepted
+    CHECK(message_of([](mixer_config& c) { c.d_conv = size_limits::conv_width; }) == "(no error)");
+}
+
+TEST_CASE("mixer_config::validate: an in-projection whose element count overflows is an error naming it") {
+    CHECK_NOTHROW(wide_mixer(20).validate());  // 2^61 + 3 * 2^40 elements: fits
+    const mixer_config c = wide_mixer(24);     // 2^73: wraps
+    CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("in_proj.weight elements d_in_proj * d_model"), error);
+    CHECK_THROWS_AS(c.parameter_count(), error);
+    CHECK(wide_mixer(20).parameter_count() > (index_t(1) << 61));
+}
+
+TEST_CASE("model_config::validate: num_layers and d_ff above the limits, and parameters times layers overflowing") {
+    transmamba::model_config m;
+    m.num_layers = transmamba::size_limits::layers + 1;
+    CHECK_THROWS_WITH_AS(m.validate(), doctest::Contains("num_layers = 65537 exceeds the limit 65536"), error);
+    m.num_layers = transmamba::size_limits::layers;
+    CHECK_NOTHROW(m.validate());
+    m.d_ff = transmamba::size_limits::dimension + 1;
+    CHECK_THROWS_WITH_AS(m.validate(), doctest::Contains("d_ff"), error);
+
+    transmamba::model_config wide{wide_mixer(20), 0, 3};  // ~ 3 * 2^61 parameters: fits
+    CHECK_NOTHROW(wide.validate());
+    wide.num_layers = 4;  // ~ 2^63: wraps
+    CHECK_THROWS_WITH_AS(wide.validate(), doctest::Contains("num_layers = 4 layers"), error);
+}

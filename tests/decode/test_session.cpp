@@ -91,3 +91,71 @@ TEST_CASE("a session rejects bad token ids, an empty prompt and a step before th
     const std::vector<std::int64_t> too_long(9, 1);
     CHECK_THROWS_WITH_AS(s.prefill(too_long), doctest::Contains("exceeds max_tokens"), error);
 }
+
+TEST_CASE("a TransPoint above max_tokens is attention for the whole session; a step past max_tokens is an error") {
+    // Layer 1's P = 100 > max_tokens = 24: before, the session read it as 24 and the step at position
+    // 24 silently switched that layer to the SSM (|session - forward| ~ 15).
+    const auto model = make_model(4);
+    const index_t L = 24, V = 50;
+    const auto ids = tokens(L + 1, 6);
+    const cyclic_transpoints policy{5, 100, 0};
+    std::vector<double> whole(std::size_t(L * V));
+    workspace<cpu> ws;
+    model.forward({ids.data(), {1, L}}, {whole.data(), {1, L, V}}, policy, ws);
+
+    inference_session<model_type> s(model, policy, L);
+    CHECK(s.transpoints() == std::vector<index_t>{5, L, 0});
+    std::vector<double> got;
+    s.prefill(std::span(ids.data(), 7), &got);
+    for (index_t t = 7; t < L; ++t) {
+        const auto logits = s.step(ids[std::size_t(t)]);
+        got.insert(got.end(), logits.begin(), logits.end());
+    }
+    CHECK(reference::max_relative_error(got, whole) < 1e-10);
+    CHECK(s.position() == L);
+    CHECK_THROWS_WITH_AS(s.step(ids[std::size_t(L)]), doctest::Contains("position 24 exceeds max_tokens = 24"), error);
+    CHECK(s.position() == L);  // nothing was consumed
+}
+
+TEST_CASE("the stack refuses a decoding step past the max_tokens its TransPoints were resolved for") {
+    const auto model = make_model(5);
+    const auto& stack = model.backbone();
+    const index_t d = model.d_model();
+    model_type::stack_type::decode_state st;
+    std::vector<double> u(std::size_t(2 * d), 0.25), out(std::size_t(2 * d));
+    workspace<cpu> ws;
+    const auto span = ws.reserve(stack.decode_workspace_bytes(2, 3));
+    stack.prefill({u.data(), {1, 2, d}}, {out.data(), {1, 2, d}}, all_attention{}, 3, span, st);
+    std::vector<double> h(std::size_t(d), 0.5);
+    CHECK_NOTHROW(stack.step({h.data(), {d}}, span, st));  // position 2 of 3
+    CHECK_THROWS_WITH_AS(stack.step({h.data(), {d}}, span, st), doctest::Contains("exceed max_tokens = 3"), error);
+}
+
+TEST_CASE("a pure-SSM session of 3e9 tokens holds only its states and a one-token workspace") {
+    // Before, the decode scratch was sized for max_tokens tokens of attention: bad_alloc at 3e9.
+    const auto model = make_model(6);
+    const index_t max_tokens = 3'000'000'000;
+    inference_session<model_type> s(model, all_ssm{}, max_tokens);
+    CHECK(s.cache_tokens() == 0);
+    const auto ids = tokens(12, 8);
+    std::vector<double> got;
+    s.prefill(std::span(ids.data(), 8), &got);
+    for (index_t t = 8; t < 12; ++t) {
+        const auto logits = s.step(ids[std::size_t(t)]);
+        got.insert(got.end(), logits.begin(), logits.end());
+    }
+    // 3 layers of (window 3 x d_in_proj + state 4 x 16 x 16) doubles: ~30 KB; the workspace is that
+    // of an 8-token forward pass.
+    CHECK(s.state_bytes() < 64 * 1024);
+    CHECK(s.workspace_bytes() < 256 * 1024);
+    std::vector<double> whole(std::size_t(12 * 50));
+    workspace<cpu> ws;
+    model.forward({ids.data(), {1, 12}}, {whole.data(), {1, 12, 50}}, all_ssm{}, ws);
+    CHECK(reference::max_relative_error(got, whole) < 1e-10);
+
+    // With one layer below its TransPoint, memory follows min(P, max_tokens), not max_tokens.
+    inference_session<model_type> hybrid(model, cyclic_transpoints{0, 16, 0}, max_tokens);
+    CHECK(hybrid.cache_tokens() == 16);
+    hybrid.prefill(std::span(ids.data(), 8));
+    CHECK(hybrid.workspace_bytes() < 256 * 1024);
+}

@@ -19,10 +19,33 @@ struct model_config {
     index_t d_ff = 0;        // hidden size of the MLP blocks (unused by mixer-only stacks)
     index_t num_layers = 1;  // repeats of the stack's layer pattern
 
+    // Elements of one repeat of a layer pattern holding a mixer block and, when d_ff > 0, an MLP
+    // block (an upper bound for patterns with fewer), checked for overflow.
+    index_t parameters_per_layer() const {
+        const index_t d = mixer.d_model;
+        index_t n = checked_add(mixer.parameter_count(), d, "model_config: mixer block parameter count");
+        if (d_ff > 0) {
+            const index_t mlp = checked_mul(3 * d, d_ff, "model_config: MLP weight elements 3 * d_model * d_ff");
+            n = checked_add(n, checked_add(mlp, d, "model_config: MLP block parameter count"),
+                            "model_config: parameters per layer");
+        }
+        return n;
+    }
+    // Elements of the stack's parameters (the blocks and norm_f).
+    index_t parameter_count() const {
+        return checked_add(checked_mul(parameters_per_layer(), num_layers, "model_config: parameters of num_layers = ",
+                                       num_layers, " layers"),
+                           mixer.d_model, "model_config: parameter count");
+    }
+
     void validate() const {
         mixer.validate();
         require(num_layers > 0, "model_config.num_layers must be positive, got ", num_layers);
+        require(num_layers <= size_limits::layers, "model_config.num_layers = ", num_layers, " exceeds the limit ",
+                size_limits::layers);
         require(d_ff >= 0, "model_config.d_ff must be non-negative, got ", d_ff);
+        require(d_ff <= size_limits::dimension, "model_config.d_ff = ", d_ff, " exceeds the limit ", size_limits::dimension);
+        (void)parameter_count();
     }
 };
 
@@ -83,9 +106,10 @@ public:
     // ---- Decoding one sequence: the same residual block around mixer::prefill / mixer::step -----
     using decode_state = typename mixer_type::decode_state;
 
-    std::size_t decode_workspace_bytes(index_t prompt_len, index_t max_tokens) const {
+    // As mixer::decode_workspace_bytes: `cache_tokens` is the KV cache's capacity, min(P, max_tokens).
+    std::size_t decode_workspace_bytes(index_t prompt_len, index_t cache_tokens) const {
         workspace_arena measure;
-        decode_layout(measure, prompt_len, max_tokens);
+        decode_layout(measure, prompt_len, cache_tokens);
         return measure.used();
     }
 
@@ -93,10 +117,11 @@ public:
                  const context& ctx = {}) const {
         const index_t L = hidden.extent(1), d = mixer_.config().d_model;
         expect_shape(hidden, "hidden", {1, L, d});
-        require(ws.bytes >= decode_workspace_bytes(L, max_tokens), "workspace too small for prefill: has ", ws.bytes,
-                " bytes, needs ", decode_workspace_bytes(L, max_tokens));
+        const index_t cache = std::clamp<index_t>(transpoint, 0, max_tokens);
+        require(ws.bytes >= decode_workspace_bytes(L, cache), "workspace too small for prefill: has ", ws.bytes,
+                " bytes, needs ", decode_workspace_bytes(L, cache));
         workspace_arena arena(ws);
-        const auto buf = decode_layout(arena, L, max_tokens);
+        const auto buf = decode_layout(arena, L, cache);
         block_kernel<Backend>::rmsnorm(ctx, L, d, hidden.data(), norm_weight_.data(), mixer_.config().norm_eps, buf.normed);
         mixer_.prefill(tensor_view<const T, 3>(buf.normed, {1, L, d}), tensor_view<T, 3>(buf.mixed, {1, L, d}), transpoint,
                        max_tokens, buf.inner, st, ctx);
@@ -122,10 +147,10 @@ private:
         T* mixed;
         workspace_span inner;
     };
-    buffers decode_layout(workspace_arena& arena, index_t L, index_t max_tokens) const {
+    buffers decode_layout(workspace_arena& arena, index_t L, index_t cache_tokens) const {
         const auto n = static_cast<std::size_t>(L * mixer_.config().d_model);
         buffers b{arena.take<T>(n), arena.take<T>(n), {}};
-        const std::size_t inner = mixer_.decode_workspace_bytes(L, max_tokens);
+        const std::size_t inner = mixer_.decode_workspace_bytes(L, cache_tokens);
         b.inner = {arena.take<std::byte>(inner), arena.measuring() ? 0 : inner};
         return b;
     }

@@ -16,6 +16,8 @@
 #include "transmamba/backend/traits.hpp"
 #include "transmamba/block/decode_state.hpp"
 #include "transmamba/block/mixer_params.hpp"
+#include "transmamba/core/check_flag.hpp"
+#include "transmamba/core/checked_size.hpp"
 #include "transmamba/core/config.hpp"
 #include "transmamba/core/numeric.hpp"
 #include "transmamba/core/ssm_inputs.hpp"
@@ -72,7 +74,7 @@ public:
     const params_type& params() const { return params_; }
     // Mutable access marks the parameters for a finiteness check before the next forward pass.
     params_type& params() {
-        checked_ = false;
+        checked_.clear();
         return params_;
     }
 
@@ -120,10 +122,12 @@ public:
     // ---- Decoding (SPEC.md section 5): one sequence, batch 1 -------------------------------------
     using decode_state = mixer_decode_state<T, Backend>;
 
-    // Workspace for prefill() over `prompt_len` tokens and for step() with up to `max_tokens`.
-    std::size_t decode_workspace_bytes(index_t prompt_len, index_t max_tokens) const {
+    // Workspace for prefill() over `prompt_len` tokens and for every step() after it, with a KV
+    // cache of `cache_tokens` = min(P, max_tokens) tokens (max_tokens is always enough). It does not
+    // grow with max_tokens past P: an SSM layer decodes a sequence of any length in this much.
+    std::size_t decode_workspace_bytes(index_t prompt_len, index_t cache_tokens) const {
         workspace_arena measure;
-        step_layout(measure, max_tokens);
+        step_layout(measure, cache_tokens);
         return std::max(measure.used(), workspace_bytes(1, std::max<index_t>(prompt_len, 1)));
     }
 
@@ -138,8 +142,11 @@ public:
         require(u.extent(0) == 1, "prefill decodes one sequence: tensor 'u' must have batch 1, got ", u.extent(0));
         require(transpoint >= 0, "TransPoint P = ", transpoint, " is negative (P must be >= 0)");
         require(L <= max_tokens, "prompt of ", L, " tokens exceeds max_tokens = ", max_tokens);
-        require(ws.bytes >= decode_workspace_bytes(L, max_tokens), "workspace too small for prefill: has ", ws.bytes,
-                " bytes, needs ", decode_workspace_bytes(L, max_tokens));
+        const index_t cache = std::min(transpoint, max_tokens);
+        (void)checked_mul(cache, c.ngroups * c.d_state + c.d_inner() + c.nheads(), "KV cache elements for min(P = ",
+                          transpoint, ", max_tokens = ", max_tokens, ") tokens");
+        require(ws.bytes >= decode_workspace_bytes(L, cache), "workspace too small for prefill: has ", ws.bytes,
+                " bytes, needs ", decode_workspace_bytes(L, cache));
         const index_t P = transpoint;  // may exceed the prompt: the cache then keeps growing while decoding
         st.reset(c, P, max_tokens, ctx);
         const tensor_view<A, 4> state(st.state.data(), {1, c.nheads(), c.headdim, c.d_state});
@@ -297,9 +304,9 @@ private:
     }
 
     void check_inputs(tensor_view<const T, 3> u, tensor_view<const A, 4> initial_state, const context& ctx) const {
-        if (!checked_) {
+        if (!checked_.done()) {
             check_finite(params_, "mixer", ctx);
-            checked_ = true;
+            checked_.set();
         }
         if constexpr (!Policies::input_check::per_call) return;
         const index_t bad = traits::first_non_finite(ctx, u.data(), static_cast<std::size_t>(u.size()));
@@ -353,7 +360,7 @@ private:
     }
 
     params_type params_;
-    mutable bool checked_ = false;
+    mutable check_flag checked_;  // forward() is const and may run on several threads at once
 };
 
 }  // namespace transmamba

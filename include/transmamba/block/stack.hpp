@@ -2,6 +2,7 @@
 // A stack of blocks whose types are chosen at compile time (SPEC.md section 7): a layer pattern is
 // repeated num_layers times and followed by the final RMSNorm (norm_f). Mamba2 checkpoints are the
 // pattern <transmamba_layer>; the paper's models <transmamba_layer, mlp_layer> (1:1).
+#include <algorithm>
 #include <cstddef>
 #include <string>
 #include <tuple>
@@ -114,16 +115,33 @@ public:
 
     // ---- Decoding one sequence -------------------------------------------------------------------
     // Each TransMamba layer keeps its mixer's decode state; the TransPoints are resolved once, with
-    // the sequence length taken as max_tokens (so a fraction-of-length policy means a fraction of
-    // the whole generation, and prefill + steps equal one forward pass over max_tokens tokens).
+    // the sequence length taken as max_tokens: a fraction-of-length policy means a fraction of the
+    // whole generation, and a P at or above max_tokens means attention for the whole sequence (it
+    // is read as max_tokens, and no position reaches it: step() refuses to go past max_tokens). So
+    // prefill + steps equal one forward pass over the same tokens with the same policy, up to
+    // max_tokens tokens, and no layer ever changes mechanism because of the bound.
     struct decode_state {
         std::vector<mixer_decode_state<T, Backend>> layers;
+        index_t position = 0;    // tokens consumed so far
+        index_t max_tokens = 0;  // the bound prefill() was given
     };
 
-    std::size_t decode_workspace_bytes(index_t prompt_len, index_t max_tokens) const {
+    // The most tokens any layer's KV cache holds in a sequence of at most max_tokens tokens:
+    // max over layers of min(P, max_tokens). 0 when every layer is an SSM layer from the start.
+    template <transpoint_policy Policy>
+    index_t cache_capacity(const Policy& policy, index_t max_tokens) const {
+        index_t most = 0;
+        for (index_t i = 0; i < num_transpoint_layers(); ++i) most = std::max(most, resolve_transpoint(policy, i, max_tokens));
+        return most;
+    }
+
+    // Workspace for prefill() over `prompt_len` tokens and every later step(), when no layer's KV
+    // cache holds more than `cache_tokens` tokens (cache_capacity(); max_tokens is always enough).
+    // It does not grow with max_tokens itself: a pure-SSM session of any length needs the same.
+    std::size_t decode_workspace_bytes(index_t prompt_len, index_t cache_tokens) const {
         std::size_t most = workspace_arena::alignment;
         std::apply([&](const auto&... blocks) {
-            ((most = std::max(most, block_decode_bytes(blocks, prompt_len, max_tokens))), ...);
+            ((most = std::max(most, block_decode_bytes(blocks, prompt_len, cache_tokens))), ...);
         }, groups_.front());
         return most;
     }
@@ -139,6 +157,8 @@ public:
         for (index_t i = 0; i < num_transpoint_layers(); ++i)
             points[std::size_t(i)] = resolve_transpoint(policy, i, max_tokens);
         st.layers.resize(points.size());
+        st.position = 0;
+        st.max_tokens = max_tokens;
         backend_traits<Backend>::copy(ctx, u.data(), out.data(), static_cast<std::size_t>(u.size()));
         index_t layer = 0;
         for (const auto& g : groups_)
@@ -146,24 +166,29 @@ public:
                 (prefill_block(blocks, out, points, max_tokens, layer, ws, st, ctx), ...);
             }, g);
         block_kernel<Backend>::rmsnorm(ctx, L, d, out.data(), norm_f_.data(), config_.mixer.norm_eps, out.data());
+        st.position = L;
     }
 
-    // hidden (d_model) of the next token -> the normalised output (d_model), in place.
+    // hidden (d_model) of the next token -> the normalised output (d_model), in place. A step past
+    // max_tokens is an error: the TransPoints were resolved for at most max_tokens tokens.
     void step(tensor_view<T, 1> hidden, workspace_span ws, decode_state& st, const context& ctx = {}) const {
         const index_t d = config_.mixer.d_model;
         expect_shape(hidden, "hidden", {d});
-        require(static_cast<index_t>(st.layers.size()) == num_transpoint_layers(),
+        require(static_cast<index_t>(st.layers.size()) == num_transpoint_layers() && st.position > 0,
                 "decode_state was not prepared by prefill() for this stack");
+        require(st.position < st.max_tokens, "decoding step at position ", st.position, " would exceed max_tokens = ",
+                st.max_tokens, " (the bound the TransPoints were resolved for); start a session with a larger max_tokens");
         index_t layer = 0;
         for (const auto& g : groups_)
             std::apply([&](const auto&... blocks) { (step_block(blocks, hidden, layer, ws, st, ctx), ...); }, g);
         block_kernel<Backend>::rmsnorm(ctx, 1, d, hidden.data(), norm_f_.data(), config_.mixer.norm_eps, hidden.data());
+        ++st.position;
     }
 
 private:
     template <class Block>
-    static std::size_t block_decode_bytes(const Block& block, index_t prompt_len, index_t max_tokens) {
-        if constexpr (Block::has_transpoint) return block.decode_workspace_bytes(prompt_len, max_tokens);
+    static std::size_t block_decode_bytes(const Block& block, index_t prompt_len, index_t cache_tokens) {
+        if constexpr (Block::has_transpoint) return block.decode_workspace_bytes(prompt_len, cache_tokens);
         else return block.workspace_bytes(1, prompt_len);
     }
     template <class Block>

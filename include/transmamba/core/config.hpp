@@ -2,10 +2,22 @@
 // The sizes of one TransMamba mixer (SPEC.md section 2), with Mamba2's names.
 #include <limits>
 
+#include "transmamba/core/checked_size.hpp"
 #include "transmamba/core/error.hpp"
 #include "transmamba/core/tensor_view.hpp"
 
 namespace transmamba {
+
+// The largest sizes a model may have, one set for every way a config is made (built in code, by the
+// CLI's init, read from config.json): whatever one of them accepts, the others load. Far above any
+// real model; products of them can still overflow, and validate() checks those separately.
+struct size_limits {
+    static constexpr index_t dimension = index_t(1) << 24;  // d_model, headdim, d_state, ngroups, nheads, chunk_size, d_ff
+    static constexpr index_t expand = 1024;
+    static constexpr index_t conv_width = 1024;             // d_conv
+    static constexpr index_t layers = index_t(1) << 16;     // num_layers
+    static constexpr index_t vocab = index_t(1) << 31;      // vocab_size
+};
 
 struct mixer_config {
     index_t d_model = 256;
@@ -26,18 +38,46 @@ struct mixer_config {
     constexpr index_t conv_dim() const { return d_inner() + 2 * ngroups * d_state; }
     constexpr index_t d_in_proj() const { return 2 * d_inner() + 2 * ngroups * d_state + nheads(); }
 
-    // Throws naming the first field that is out of range.
+    // Elements of the mixer's parameters (SPEC.md section 2), checked for overflow; for a config
+    // whose fields are within size_limits (validate() checks those first).
+    index_t parameter_count() const {
+        index_t n = checked_mul(d_in_proj(), d_model, "mixer_config: in_proj.weight elements d_in_proj * d_model");
+        n = checked_add(n, checked_mul(conv_dim(), d_conv + 1, "mixer_config: conv1d elements conv_dim * (d_conv + 1)"),
+                        "mixer_config: parameter count");
+        n = checked_add(n, checked_mul(d_model, d_inner(), "mixer_config: out_proj.weight elements d_model * d_inner"),
+                        "mixer_config: parameter count");
+        return checked_add(n, 3 * nheads() + d_inner(), "mixer_config: parameter count");
+    }
+
+    // Throws naming the first field that is out of range, or the derived size that overflows.
     void validate() const {
-        require(d_model > 0, "mixer_config.d_model must be positive, got ", d_model);
-        require(expand > 0, "mixer_config.expand must be positive, got ", expand);
-        require(headdim > 0, "mixer_config.headdim must be positive, got ", headdim);
-        require(d_state > 0, "mixer_config.d_state must be positive, got ", d_state);
-        require(d_conv > 0, "mixer_config.d_conv must be positive, got ", d_conv);
-        require(chunk_size > 0, "mixer_config.chunk_size must be positive, got ", chunk_size);
-        require(d_inner() % headdim == 0, "mixer_config: d_inner = expand * d_model = ", d_inner(),
+        const auto in_range = [](index_t v, index_t most, const char* field) {
+            require(v > 0, "mixer_config.", field, " must be positive, got ", v);
+            require(v <= most, "mixer_config.", field, " = ", v, " exceeds the limit ", most);
+        };
+        in_range(d_model, size_limits::dimension, "d_model");
+        in_range(expand, size_limits::expand, "expand");
+        in_range(headdim, size_limits::dimension, "headdim");
+        in_range(d_state, size_limits::dimension, "d_state");
+        in_range(d_conv, size_limits::conv_width, "d_conv");
+        in_range(chunk_size, size_limits::dimension, "chunk_size");
+        in_range(ngroups, size_limits::dimension, "ngroups");
+        // Every derived size, in the order they build on each other (the fields' limits keep the
+        // first few in range; g * n and everything after it can overflow).
+        const index_t inner = checked_mul(expand, d_model, "mixer_config: d_inner = expand * d_model");
+        require(inner % headdim == 0, "mixer_config: d_inner = expand * d_model = ", inner,
                 " is not a multiple of headdim = ", headdim);
-        require(ngroups > 0, "mixer_config.ngroups must be positive, got ", ngroups);
+        require(inner / headdim <= size_limits::dimension, "mixer_config: nheads = d_inner / headdim = ", inner / headdim,
+                " exceeds the limit ", size_limits::dimension);
         require(nheads() % ngroups == 0, "mixer_config: ngroups = ", ngroups, " does not divide nheads = ", nheads());
+        const index_t gn2 = checked_mul(2 * ngroups, d_state, "mixer_config: B and C channels 2 * ngroups * d_state");
+        const index_t conv = checked_add(inner, gn2, "mixer_config: conv_dim = d_inner + 2 * ngroups * d_state");
+        const index_t in_proj = checked_add(checked_add(inner, conv, "mixer_config: d_in_proj"), nheads(),
+                                            "mixer_config: d_in_proj = 2 * d_inner + 2 * ngroups * d_state + nheads");
+        (void)checked_mul(in_proj, d_conv, "mixer_config: decoding conv window d_conv * d_in_proj");
+        (void)checked_mul(inner, d_state, "mixer_config: SSM state elements nheads * headdim * d_state");
+        (void)checked_mul(chunk_size, d_state, "mixer_config: converter tile chunk_size * d_state");
+        (void)parameter_count();
         require(dt_min >= 0.0 && dt_min <= dt_max && dt_min < std::numeric_limits<double>::infinity(),
                 "mixer_config: time-step limit [dt_min, dt_max] = [", dt_min, ", ", dt_max,
                 "] is not an interval of non-negative numbers with a finite dt_min");

@@ -7,6 +7,8 @@
 #include <new>
 #include <span>
 
+#include "transmamba/core/checked_size.hpp"
+
 namespace transmamba {
 
 template <class T>
@@ -27,10 +29,14 @@ public:
     host_buffer(host_buffer&&) noexcept = default;
     host_buffer& operator=(host_buffer&&) noexcept = default;
 
-    // Discards the contents when the size changes.
+    // Discards the contents when the size changes. A size whose bytes overflow is an error, not a
+    // wrapped (small) allocation.
     void resize(std::size_t n) {
         if (n == size_) return;
-        ptr_.reset(n ? static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{alignment})) : nullptr);
+        const std::size_t bytes = checked_bytes<T>(n, "host_buffer::resize(", n, ")");
+        ptr_.reset();  // the old block goes first: a large buffer is not held twice while growing
+        size_ = 0;
+        ptr_.reset(n ? static_cast<T*>(::operator new(bytes, std::align_val_t{alignment})) : nullptr);
         size_ = n;
     }
     void fill(const T& v) { std::fill_n(data(), size_, v); }

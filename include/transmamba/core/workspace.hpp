@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "transmamba/core/checked_size.hpp"
 #include "transmamba/core/error.hpp"
 
 namespace transmamba {
@@ -25,17 +26,23 @@ public:
     // the slack in used() pays for, so every piece taken is aligned in memory.
     explicit workspace_arena(workspace_span span);
 
+    // A piece whose size overflows is an error in both modes, so a measured size never wraps.
     template <class T>
     T* take(std::size_t count) {
         const std::size_t start = (used_ + alignment - 1) / alignment * alignment;
-        const std::size_t end = start + count * sizeof(T);
+        const std::size_t bytes = checked_bytes<T>(count, "workspace piece of ", count, " elements");
+        const std::size_t end = static_cast<std::size_t>(checked_add(static_cast<index_t>(start), static_cast<index_t>(bytes),
+                                                                     "workspace size in bytes"));
         used_ = end;
         if (measuring_) return nullptr;
         require(end <= capacity_, "workspace too small: needs at least ", end, " bytes, has ", capacity_);
         return reinterpret_cast<T*>(base_ + start);
     }
 
-    std::size_t used() const { return used_ + alignment; }  // slack so a misaligned base still fits
+    // Slack so a misaligned base still fits.
+    std::size_t used() const {
+        return static_cast<std::size_t>(checked_add(static_cast<index_t>(used_), index_t(alignment), "workspace size in bytes"));
+    }
     bool measuring() const { return measuring_; }
 
 private:

@@ -5,6 +5,18 @@
 // attends; at the TransPoint the Memory Converter turns the cache into the SSM state and the cache
 // is freed; from there on each step costs O(1) time and memory. Several sessions may share one
 // model (a batch of sequences of different lengths is several sessions).
+//
+// The bound max_tokens (prompt plus generated tokens):
+//   - the TransPoints are resolved once, with the sequence length taken as max_tokens, so a
+//     fraction-of-length policy is a fraction of max_tokens; any other P does not depend on it.
+//     A P at or above max_tokens means attention for the whole session: it is never converted,
+//     since no position reaches it;
+//   - step() at position max_tokens is an error naming both numbers (the logits would otherwise be
+//     those of another schedule);
+//   - memory is sized by what each layer caches, min(P, max_tokens) tokens of keys, values and dt,
+//     never by max_tokens itself: a pure-SSM session (every P = 0) of 3e9 tokens holds its states,
+//     its conv windows and a workspace for one token.
+// Up to max_tokens, prefill + steps give the logits of one forward pass over the same tokens.
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -26,9 +38,7 @@ public:
     using traits = backend_traits<Backend>;
     using context = typename traits::context;
 
-    // `max_tokens` bounds prompt plus generated tokens; the TransPoints are resolved with the
-    // sequence length taken as max_tokens (see stack::prefill), so prefill + steps equal one forward
-    // pass over max_tokens tokens with the same policy.
+    // `max_tokens` bounds prompt plus generated tokens (the rules are at the top of this file).
     template <transpoint_policy Policy>
     inference_session(const Model& model, const Policy& policy, index_t max_tokens, const context& ctx = {})
         : model_(model), max_tokens_(max_tokens), ctx_(ctx) {
@@ -36,13 +46,19 @@ public:
         points_.resize(static_cast<std::size_t>(model.num_transpoint_layers()));
         for (index_t i = 0; i < model.num_transpoint_layers(); ++i)
             points_[std::size_t(i)] = resolve_transpoint(policy, i, max_tokens);
+        cache_tokens_ = model.backbone().cache_capacity(per_layer_transpoints(points_), max_tokens);
         logits_host_.resize(static_cast<std::size_t>(model.vocab_size()));
     }
 
     index_t position() const { return position_; }
     index_t max_tokens() const { return max_tokens_; }
-    // The TransPoint each TransMamba layer runs at in this session.
+    // The TransPoint each TransMamba layer runs at in this session: the policy's P at sequence
+    // length max_tokens, capped at max_tokens (which means attention for the whole session).
     const std::vector<index_t>& transpoints() const { return points_; }
+    // The most tokens a layer's KV cache holds in this session: max over layers of min(P, max_tokens).
+    index_t cache_tokens() const { return cache_tokens_; }
+    // Bytes of the session's scratch memory (its workspace, grown by the calls so far).
+    std::size_t workspace_bytes() const { return ws_.capacity(); }
     // Bytes held by the layers' decoding states (conv windows, KV caches, SSM states).
     std::size_t state_bytes() const {
         std::size_t n = 0;
@@ -88,6 +104,8 @@ public:
     // Feeds one token; returns its logits (host memory, valid until the next call).
     std::span<const logits_type> step(std::int64_t token) {
         require(position_ > 0, "inference_session: step() before prefill()");
+        require(position_ < max_tokens_, "inference_session: step() at position ", position_, " exceeds max_tokens = ",
+                max_tokens_, " (the session holds at most max_tokens tokens; start one with a larger bound)");
         model_.check_token_ids(tensor_view<const std::int64_t, 2>(&token, {1, 1}));
         const index_t d = model_.d_model();
         workspace_arena measure;
@@ -112,19 +130,20 @@ private:
         logits_type* logits;
         workspace_span inner;
     };
-    // The stack's decode workspace is sized for the largest of (this call's rows, max_tokens), so a
-    // workspace reserved at prefill serves every later step.
+    // The stack's decode workspace is sized for this call's rows and the KV caches' capacity (not
+    // max_tokens), so a workspace reserved at prefill serves every later step.
     buffers layout(workspace_arena& arena, index_t rows) const {
         const auto d = static_cast<std::size_t>(model_.d_model()), n = static_cast<std::size_t>(rows);
         buffers b{arena.take<std::int64_t>(n), arena.take<T>(n * d), arena.take<T>(n * d),
                   arena.take<logits_type>(n * static_cast<std::size_t>(model_.vocab_size())), {}};
-        const std::size_t inner = model_.backbone().decode_workspace_bytes(rows, max_tokens_);
+        const std::size_t inner = model_.backbone().decode_workspace_bytes(rows, cache_tokens_);
         b.inner = {arena.take<std::byte>(inner), arena.measuring() ? 0 : inner};
         return b;
     }
 
     const Model& model_;
     index_t max_tokens_;
+    index_t cache_tokens_ = 0;
     context ctx_;
     std::vector<index_t> points_;
     typename Model::stack_type::decode_state state_;

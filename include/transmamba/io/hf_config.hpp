@@ -72,31 +72,17 @@ struct hf_mamba2_config {
     language_model_config model_config() const;
     static hf_mamba2_config from(const language_model_config& c, std::optional<transmamba_options> options = {});
 
-    // Elements of all parameters the config describes (nullopt when that overflows 64 bits): a
-    // loader compares it with the checkpoint before allocating anything.
+    // Elements of all parameters the config describes (nullopt when the library refuses the config,
+    // e.g. a count that overflows): a loader compares it with the checkpoint before allocating
+    // anything. The count is the library's (language_model_config::parameter_count).
     std::optional<std::uint64_t> parameter_count() const {
-        struct checked {
-            std::uint64_t v = 0;
-            bool ok = true;
-        };
-        constexpr auto max = std::numeric_limits<std::uint64_t>::max();
-        const auto n = [](index_t v) { return checked{static_cast<std::uint64_t>(v), v >= 0}; };
-        const auto mul = [&](checked a, checked b) {
-            return (!a.ok || !b.ok || (a.v != 0 && b.v > max / a.v)) ? checked{0, false} : checked{a.v * b.v, true};
-        };
-        const auto add = [&](checked a, checked b) {
-            return (!a.ok || !b.ok || a.v > max - b.v) ? checked{0, false} : checked{a.v + b.v, true};
-        };
-        const checked d = n(hidden_size), di = mul(n(expand), d), gn = mul(n(n_groups), n(state_size));
-        const checked conv = add(di, mul(n(2), gn));
-        const checked in_proj = mul(add(add(di, conv), n(num_heads)), d);
-        checked layer = add(in_proj, mul(conv, n(conv_kernel)));       // in_proj, conv1d.weight
-        layer = add(layer, add(conv, mul(n(3), n(num_heads))));       // conv1d.bias, dt_bias, A_log, D
-        layer = add(layer, add(di, add(mul(d, di), d)));              // norm.weight, out_proj, block norm
-        const checked embed = mul(n(vocab_size), d);
-        const checked total = add(add(mul(layer, n(num_hidden_layers)), mul(embed, n(tie_word_embeddings ? 1 : 2))), d);
-        if (!total.ok) return std::nullopt;
-        return total.v;
+        try {
+            const auto c = model_config();
+            c.validate();
+            return static_cast<std::uint64_t>(c.parameter_count());
+        } catch (const error&) {
+            return std::nullopt;
+        }
     }
 };
 
@@ -305,18 +291,19 @@ inline hf_mamba2_config parse_hf_mamba2_config(std::string_view text, const std:
     hf_mamba2_config c;
     if (const auto model_type = r.string("model_type"); model_type && *model_type != "mamba2")
         r.bad("model_type", "= \"", printable(*model_type), "\": only \"mamba2\" checkpoints are supported");
-    // Sizes: generous bounds that keep every derived size far from overflow.
-    constexpr index_t big = index_t(1) << 24;
+    // Sizes: the library's limits (core/config.hpp, which every config's validate() applies), read
+    // here to name the config.json field; products of them are checked by validate() below.
+    constexpr index_t big = size_limits::dimension;
     c.hidden_size = r.integer("hidden_size", c.hidden_size, 1, big);
     c.state_size = r.integer("state_size", c.state_size, 1, big);
     c.num_heads = r.integer("num_heads", c.num_heads, 1, big);
     c.head_dim = r.integer("head_dim", c.head_dim, 1, big);
     c.n_groups = r.integer("n_groups", c.n_groups, 1, big);
-    c.expand = r.integer("expand", c.expand, 1, 1024);
-    c.conv_kernel = r.integer("conv_kernel", c.conv_kernel, 1, 1024);
+    c.expand = r.integer("expand", c.expand, 1, size_limits::expand);
+    c.conv_kernel = r.integer("conv_kernel", c.conv_kernel, 1, size_limits::conv_width);
     c.chunk_size = r.integer("chunk_size", c.chunk_size, 1, big);
-    c.num_hidden_layers = r.integer("num_hidden_layers", c.num_hidden_layers, 1, 1 << 16);
-    c.vocab_size = r.integer("vocab_size", c.vocab_size, 1, index_t(1) << 31);
+    c.num_hidden_layers = r.integer("num_hidden_layers", c.num_hidden_layers, 1, size_limits::layers);
+    c.vocab_size = r.integer("vocab_size", c.vocab_size, 1, size_limits::vocab);
     c.layer_norm_epsilon = r.number("layer_norm_epsilon", c.layer_norm_epsilon);
     c.tie_word_embeddings = r.boolean("tie_word_embeddings", c.tie_word_embeddings);
     c.use_conv_bias = r.boolean("use_conv_bias", c.use_conv_bias);
@@ -345,6 +332,13 @@ inline hf_mamba2_config parse_hf_mamba2_config(std::string_view text, const std:
               " must equal expand * hidden_size = ", c.expand * c.hidden_size);
     if (c.num_heads % c.n_groups != 0)
         r.bad("n_groups", "= ", c.n_groups, " does not divide num_heads = ", c.num_heads);
+    try {
+        c.model_config().validate();  // what a model built from this config checks: one set of rules
+    } catch (const error& e) {
+        std::string_view why = e.what();
+        if (why.starts_with("transmamba: ")) why.remove_prefix(12);
+        fail("config '", source, "' describes a model the library refuses: ", why);
+    }
 
     if (const auto* t = r.find("transmamba")) c.transmamba = io_detail::parse_transmamba(r, *t, source, c.num_hidden_layers);
 

@@ -24,6 +24,8 @@
 #include "transmamba/block/block.hpp"
 #include "transmamba/block/random_init.hpp"
 #include "transmamba/block/stack.hpp"
+#include "transmamba/core/check_flag.hpp"
+#include "transmamba/core/checked_size.hpp"
 #include "transmamba/core/error.hpp"
 #include "transmamba/core/numeric.hpp"
 #include "transmamba/core/tensor_view.hpp"
@@ -37,9 +39,23 @@ struct language_model_config {
     index_t vocab_size = 0;
     bool tie_word_embeddings = true;  // the LM head reuses the embedding matrix
 
+    // Elements of the embeddings (and of the LM head: as many).
+    index_t embedding_count() const {
+        return checked_mul(vocab_size, backbone.mixer.d_model, "language_model_config: embedding elements vocab_size * d_model");
+    }
+    // Elements of all parameters: the embeddings, the stack, the LM head when it is not tied.
+    index_t parameter_count() const {
+        const index_t tables = checked_mul(embedding_count(), tie_word_embeddings ? 1 : 2,
+                                           "language_model_config: embedding and LM head elements");
+        return checked_add(tables, backbone.parameter_count(), "language_model_config: parameter count");
+    }
+
     void validate() const {
         backbone.validate();
         require(vocab_size > 0, "language_model_config.vocab_size must be positive, got ", vocab_size);
+        require(vocab_size <= size_limits::vocab, "language_model_config.vocab_size = ", vocab_size, " exceeds the limit ",
+                size_limits::vocab);
+        (void)parameter_count();
     }
 };
 
@@ -56,7 +72,7 @@ public:
     using buffer = typename traits::template buffer<T>;
 
     explicit language_model(const language_model_config& cfg) : config_(validated(cfg)), backbone_(cfg.backbone) {
-        const auto n = static_cast<std::size_t>(cfg.vocab_size * d_model());
+        const auto n = static_cast<std::size_t>(config_.embedding_count());
         embeddings_.resize(n);
         if (!cfg.tie_word_embeddings) lm_head_.resize(n);
     }
@@ -70,19 +86,19 @@ public:
 
     const stack_type& backbone() const { return backbone_; }
     stack_type& backbone() {
-        checked_ = false;
+        checked_.clear();
         return backbone_;
     }
     // (vocab_size, d_model)
     const buffer& embeddings() const { return embeddings_; }
     buffer& embeddings() {
-        checked_ = false;
+        checked_.clear();
         return embeddings_;
     }
     // (vocab_size, d_model): the embeddings when tied.
     const buffer& lm_head() const { return tied() ? embeddings_ : lm_head_; }
     buffer& lm_head() {
-        checked_ = false;
+        checked_.clear();
         return tied() ? embeddings_ : lm_head_;
     }
 
@@ -90,7 +106,7 @@ public:
     // LM head only when it is not tied.
     template <class F>
     void for_each_parameter(F&& f) {
-        checked_ = false;
+        checked_.clear();
         const index_t V = vocab_size(), d = d_model();
         f(std::string("backbone.embeddings.weight"), embeddings_, std::vector<index_t>{V, d});
         backbone_.for_each_parameter([&](std::string_view name, auto& buf, const std::vector<index_t>& shape) {
@@ -103,11 +119,11 @@ public:
     template <class F>
     void for_each_parameter(F&& f) const {
         auto& self = const_cast<language_model&>(*this);
-        const bool was_checked = checked_;
+        const bool was_checked = checked_.done();
         self.for_each_parameter([&](const std::string& name, auto& buf, const std::vector<index_t>& shape) {
             f(name, std::as_const(buf), shape);
         });
-        checked_ = was_checked;
+        checked_.set(was_checked);
     }
 
     std::size_t workspace_bytes(index_t batch, index_t L) const {
@@ -194,21 +210,21 @@ private:
 
     // The embeddings and the LM head, once after each mutable access (the mixers check their own).
     void check_weights(const context& ctx) const {
-        if (checked_) return;
+        if (checked_.done()) return;
         const index_t bad = traits::first_non_finite(ctx, embeddings_.data(), embeddings_.size());
         require(bad < 0, "language model parameter 'backbone.embeddings.weight' holds a non-finite value at flat index ", bad);
         if (!tied()) {
             const index_t bad_head = traits::first_non_finite(ctx, lm_head_.data(), lm_head_.size());
             require(bad_head < 0, "language model parameter 'lm_head.weight' holds a non-finite value at flat index ", bad_head);
         }
-        checked_ = true;
+        checked_.set();
     }
 
     language_model_config config_;
     stack_type backbone_;
     buffer embeddings_;
     buffer lm_head_;  // empty when tied
-    mutable bool checked_ = false;
+    mutable check_flag checked_;  // forward() is const and may run on several threads at once
 };
 
 // randomize(model, seed) is block/random_init.hpp's, as for every module that lists its parameters.

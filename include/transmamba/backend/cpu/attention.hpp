@@ -80,7 +80,10 @@ struct attention_kernel<Variant, cpu> {
         }
 
         const index_t tiles = (prefix + tuning::query_tile - 1) / tuning::query_tile;
-        parallel_for(batch * g * tiles, [&](index_t task, int thread) {
+        // A tile's work: its scores against the keys it sees (half the prefix on average), then
+        // the heads of the group reading the values.
+        const index_t tile_work = std::min(prefix, tuning::query_tile) * (prefix / 2 + 1) * (n + hg * p);
+        parallel_for(batch * g * tiles, tile_work, [&](index_t task, int thread) {
             // Largest tiles first would balance better; dynamic scheduling already evens it out.
             const index_t tile = task % tiles, grp = (task / tiles) % g, b = task / (tiles * g);
             const index_t q0 = tile * tuning::query_tile, q1 = std::min(prefix, q0 + tuning::query_tile);
@@ -130,7 +133,7 @@ private:
     static void rotate(const ssm_inputs<T>& in, index_t prefix, T* rc, T* rb) {
         const index_t batch = in.batch(), g = in.ngroups(), n = in.d_state(), half = n / 2;
         require(n % 2 == 0, "RoPE attention needs an even d_state, got ", n);
-        parallel_for(batch * prefix, [&](index_t row, int) {
+        parallel_for(batch * prefix, 20 * g * n, [&](index_t row, int) {  // a pow, a cos and a sin per pair
             const index_t b = row / prefix, t = row % prefix;
             for (index_t grp = 0; grp < g; ++grp) {
                 T* oc = rc + (row * g + grp) * n;

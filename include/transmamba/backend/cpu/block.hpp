@@ -15,7 +15,7 @@ struct block_kernel<cpu> {
     static void rmsnorm(const cpu_context&, index_t rows, index_t width, const T* in, const T* weight, double eps,
                         T* out) {
         using A = compute_t<T>;
-        parallel_for(rows, [&](index_t r, int) {
+        parallel_for(rows, 2 * width, [&](index_t r, int) {
             const T* x = in + r * width;
             A sumsq = 0;
             for (index_t i = 0; i < width; ++i) sumsq += A(x[i]) * A(x[i]);
@@ -28,7 +28,7 @@ struct block_kernel<cpu> {
     // acc += delta, n elements.
     template <class T>
     static void add(const cpu_context&, std::size_t n, const T* delta, T* acc) {
-        parallel_for(static_cast<index_t>((n + 4095) / 4096), [&](index_t blk, int) {
+        parallel_for(static_cast<index_t>((n + 4095) / 4096), 4096, [&](index_t blk, int) {
             const std::size_t lo = static_cast<std::size_t>(blk) * 4096, hi = std::min(n, lo + 4096);
             for (std::size_t i = lo; i < hi; ++i) acc[i] += delta[i];
         });
@@ -38,7 +38,7 @@ struct block_kernel<cpu> {
     template <class T>
     static void swiglu(const cpu_context&, index_t rows, index_t d_ff, const T* gate_up, T* out) {
         using A = compute_t<T>;
-        parallel_for(rows, [&](index_t r, int) {
+        parallel_for(rows, 12 * d_ff, [&](index_t r, int) {  // silu: one exp per element
             const T* gu = gate_up + r * 2 * d_ff;
             T* o = out + r * d_ff;
             for (index_t i = 0; i < d_ff; ++i) o[i] = T(silu(A(gu[i])) * A(gu[d_ff + i]));

@@ -43,7 +43,7 @@ struct converter_kernel<exact_converter, cpu> {
         T* scratch = layout<T>(arena, cfg);
         const index_t Q = cfg.chunk_size, p = in.headdim(), n = in.d_state(), hg = in.heads_per_group();
 
-        parallel_for(in.batch() * in.nheads(), [&](index_t task, int thread) {
+        parallel_for(in.batch() * in.nheads(), prefix * p * n, [&](index_t task, int thread) {
             const index_t b = task / in.nheads(), k = task % in.nheads(), grp = k / hg;
             const T A = in.A[k];
             auto S = map_rows(&state(b, k, 0, 0), p, n, n);

@@ -6,7 +6,7 @@
 // of all sequences are split into one contiguous range per thread (not one task per head): a range
 // tends to stay on its core from one step to the next, and so does its state in that core's cache
 // (2 threads, 48 heads of 64 x 128: 22 us against 31 us for per-head tasks); only when the states are
-// large enough to pay for the fork.
+// large enough to pay for the fork (core/parallel.hpp decides).
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
@@ -23,10 +23,6 @@ namespace transmamba {
 
 template <>
 struct decode_scan_kernel<cpu> {
-    // Below this many state elements in all, the update runs on the calling thread (measured: from
-    // 4 heads of 64 x 128 on, two threads win).
-    static constexpr index_t parallel_min_elements = index_t(1) << 15;
-
     // One token (seqlen 1) of `batch` sequences: S (batch, h, p, n) advances by it in place and
     // y (batch, 1, h, p) receives its output.
     template <class T>
@@ -43,15 +39,13 @@ struct decode_scan_kernel<cpu> {
             kernels::cpu::scan_token_rows(&state(b, k, 0, 0), p, n, T(std::exp(dt * in.A[k])), dt, &in.x(b, 0, k, 0),
                                           &in.B(b, 0, grp, 0), &in.C(b, 0, grp, 0), in.D[k], &y(b, 0, k, 0));
         };
+        // The states are the work: parallel_for keeps small ones (below parallel_min_work(), 2^15
+        // elements: 4 heads of 64 x 128, where two threads start to win) on the calling thread.
         const index_t heads = batch * h;
-        if (heads * p * n >= parallel_min_elements && heads > 1) {
-            const index_t ranges = std::min<index_t>(max_threads(), heads);
-            parallel_for(ranges, [&](index_t r, int) {
-                for (index_t bh = heads * r / ranges; bh < heads * (r + 1) / ranges; ++bh) head(bh);
-            });
-        } else {
-            for (index_t bh = 0; bh < batch * h; ++bh) head(bh);
-        }
+        const index_t ranges = std::min<index_t>(max_threads(), heads);
+        parallel_for(ranges, (heads + ranges - 1) / ranges * p * n, [&](index_t r, int) {
+            for (index_t bh = heads * r / ranges; bh < heads * (r + 1) / ranges; ++bh) head(bh);
+        });
     }
 };
 

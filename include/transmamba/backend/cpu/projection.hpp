@@ -69,7 +69,7 @@ struct projection_kernel<mamba2_projection, cpu> {
         static_assert(std::is_same_v<T, A>, "the CPU backend computes in its storage type");
         const index_t width = cfg.d_conv, channels = cfg.conv_dim(), in_stride = cfg.d_in_proj();
         const index_t in_offset = cfg.d_inner();  // xBC follows z in the in-projection's output
-        parallel_for(batch * seqlen, [&](index_t row, int) {
+        parallel_for(batch * seqlen, channels * (width + 10), [&](index_t row, int) {  // the taps, then silu
             const index_t t = row % seqlen;
             A* out = xbc + row * channels;
             const A* last = zxbcdt + row * in_stride + in_offset;  // tap width - 1 reads token t
@@ -105,7 +105,7 @@ struct projection_kernel<mamba2_projection, cpu> {
             a_coef[k] = -std::exp(static_cast<A>(A_log[k]));
             d_coef[k] = static_cast<A>(D[k]);
         }
-        parallel_for(rows, [&](index_t r, int) {
+        parallel_for(rows, 20 * h, [&](index_t r, int) {  // softplus: an exp and a log per head
             const A* raw = zxbcdt + r * stride + offset;
             for (index_t k = 0; k < h; ++k)
                 dt[r * h + k] = std::clamp(softplus(raw[k] + static_cast<A>(dt_bias[k])), lo, hi);
@@ -122,7 +122,7 @@ struct projection_kernel<mamba2_projection, cpu> {
         static_assert(std::is_same_v<T, A>, "the CPU backend computes in its storage type");
         const index_t d = cfg.d_inner(), group = d / cfg.ngroups, zstride = cfg.d_in_proj();
         const A eps = static_cast<A>(cfg.norm_eps);
-        parallel_for(batch * seqlen, [&](index_t row, int) {
+        parallel_for(batch * seqlen, 15 * d, [&](index_t row, int) {  // silu gate, squares, scaling
             const index_t t = row % seqlen;
             const bool gated = t >= transpoint || gate_attention;
             const A* yr = y + row * d;

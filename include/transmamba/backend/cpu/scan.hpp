@@ -398,7 +398,7 @@ void tiled_scan(const mixer_config& cfg, const ssm_inputs<A>& in, index_t t_begi
                (max_threads() * scan_tuning<A>::tasks_per_thread));
     const index_t tasks_per_seq = (h + per_task - 1) / per_task;
 
-    parallel_for(in.batch() * tasks_per_seq, [&](index_t task, int thread) {
+    parallel_for(in.batch() * tasks_per_seq, per_task * (t_end - t_begin) * p * n, [&](index_t task, int thread) {
         const index_t b = task / tasks_per_seq, k0 = task % tasks_per_seq * per_task, k1 = std::min(h, k0 + per_task);
         A* const dtx = s.dtx(thread);
         A* const yc = s.yc(thread);
@@ -502,7 +502,7 @@ template <class A>
 void row_scan(const ssm_inputs<A>& in, index_t t_begin, index_t t_end, tensor_view<A, 4> y, tensor_view<A, 4> state) {
     const index_t p = in.headdim(), n = in.d_state(), hg = in.heads_per_group(), heads = in.batch() * in.nheads();
     const index_t ranges = std::min<index_t>(max_threads(), heads);
-    parallel_for(ranges, [&](index_t r, int) {
+    parallel_for(ranges, (heads + ranges - 1) / ranges * (t_end - t_begin) * p * n, [&](index_t r, int) {
         for (index_t bh = heads * r / ranges; bh < heads * (r + 1) / ranges; ++bh) {
             const index_t b = bh / in.nheads(), k = bh % in.nheads(), grp = k / hg;
             for (index_t t = t_begin; t < t_end; ++t) {

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "transmamba/backend/cuda/check.cuh"
+#include "transmamba/core/checked_size.hpp"
 
 namespace transmamba {
 
@@ -34,8 +35,9 @@ public:
     // Discards the contents when the size changes.
     void resize(std::size_t n) {
         if (n == size_) return;
+        const std::size_t bytes = checked_bytes<T>(n, "device_buffer::resize(", n, ")");  // before anything is freed
         release();
-        if (n) kernels::cuda::check_cuda(cudaMalloc(reinterpret_cast<void**>(&ptr_), n * sizeof(T)), "cudaMalloc");
+        if (n) kernels::cuda::check_cuda(cudaMalloc(reinterpret_cast<void**>(&ptr_), bytes), "cudaMalloc");
         size_ = n;
     }
 
