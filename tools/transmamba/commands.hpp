@@ -98,15 +98,17 @@ void require_fits(const memory_plan& plan) {
 }
 
 // The checkpoint's config.json as the loader reads it, to size buffers before the weights are
-// loaded; nullopt when it cannot be read (the loader then reports why).
-inline std::optional<hf_mamba2_config> peek_config(const std::filesystem::path& dir) {
+// loaded. When it cannot be read the loader, run at once, says why: it reads config.json before it
+// allocates anything.
+template <class T, class Backend>
+hf_mamba2_config checkpoint_config(const std::filesystem::path& dir) {
     try {
         std::error_code ec;
-        if (!std::filesystem::is_regular_file(dir / "config.json", ec)) return std::nullopt;
-        return read_hf_mamba2_config(dir / "config.json");
+        if (std::filesystem::is_regular_file(dir / "config.json", ec)) return read_hf_mamba2_config(dir / "config.json");
     } catch (const error&) {
-        return std::nullopt;
     }
+    (void)load_checkpoint<T, Backend, mamba2_pattern>(dir);
+    fail("checkpoint '", dir.string(), "': cannot read config.json");
 }
 
 inline byte_count weight_bytes(const hf_mamba2_config& c, std::size_t element_size) {
@@ -167,6 +169,7 @@ int run(const run_args& a) {
     std::vector<protected_file> reads{{a.input, "the --input file"}};
     for (const auto& f : checkpoint_files(a.model)) reads.push_back({f, "a file of the --model checkpoint"});
     check_output_file("--output", a.output, reads);
+    const auto peeked = checkpoint_config<T, Backend>(a.model);
 
     const safetensors_file in(a.input);
     const tensor_info& ids_info = in.at("input_ids");
@@ -176,11 +179,10 @@ int run(const run_args& a) {
     require(batch > 0 && L > 0, "input file '", a.input.string(), "': tensor 'input_ids' is empty");
     const bool sessions = a.last || a.states;  // one inference_session per sequence
 
-    const auto peeked = peek_config(a.model);
-    memory_plan plan = peeked ? run_plan<T, Backend>(*peeked, a, batch, L) : memory_plan("run");
+    memory_plan plan = run_plan<T, Backend>(peeked, a, batch, L);
     require_fits<Backend>(plan);
 
-    auto loaded = allocation_phase("the weights", peeked ? weight_bytes(*peeked, sizeof(T)) : byte_count::too_many(), "--model",
+    auto loaded = allocation_phase("the weights", weight_bytes(peeked, sizeof(T)), "--model",
                                    [&] { return load_checkpoint<T, Backend, mamba2_pattern>(a.model); });
     const auto& model = loaded.model;
     const index_t V = model.vocab_size();
@@ -285,11 +287,11 @@ generation generate_tokens(const generate_args& a) {
     const index_t total = prompt_len + a.max_new_tokens;
     const std::string total_by = generate_total_by(a);
 
-    const auto peeked = peek_config(a.model);
-    memory_plan plan = peeked ? generate_plan<T>(*peeked, a) : memory_plan("generate");
+    const auto peeked = checkpoint_config<T, Backend>(a.model);
+    memory_plan plan = generate_plan<T>(peeked, a);
     require_fits<Backend>(plan);
 
-    auto loaded = allocation_phase("the weights", peeked ? weight_bytes(*peeked, sizeof(T)) : byte_count::too_many(), "--model",
+    auto loaded = allocation_phase("the weights", weight_bytes(peeked, sizeof(T)), "--model",
                                    [&] { return load_checkpoint<T, Backend, mamba2_pattern>(a.model); });
     const auto& model = loaded.model;
     const auto schedule = a.points.resolve(loaded.schedule, model.num_transpoint_layers());
