@@ -471,17 +471,34 @@ public:
 
     // Adds bytes already in the file's format (little-endian elements of `type`).
     void add_raw(std::string name, dtype type, std::vector<std::int64_t> shape, std::vector<std::byte> bytes) {
-        require(name != "__metadata__", "safetensors writer: '__metadata__' cannot name a tensor");
-        require(!index_.contains(name), "safetensors writer: tensor '", name, "' was added twice");
-        const std::uint64_t count = element_count(name, shape);
-        require(count * dtype_size(type) == bytes.size(), "safetensors writer: tensor '", name, "' has shape ",
-                shape_string(shape), " of ", dtype_name(type), " (", count * dtype_size(type), " bytes) but ", bytes.size(),
-                " bytes were given");
+        check_entry(name, type, shape, bytes.size());
         index_.insert(name);
-        entries_.push_back({std::move(name), type, std::move(shape), std::move(bytes)});
+        entries_.push_back({std::move(name), type, std::move(shape), std::move(bytes), {}});
+    }
+
+    // Adds `values` as T's own dtype without copying them: the writer keeps a view of the caller's
+    // memory, which must stay valid and unchanged until the last write() or serialize(). A large
+    // tensor (a program's logits) then exists once in memory rather than twice. On a little-endian
+    // host T's bytes are the file's bytes, so nothing needs encoding.
+    template <class T>
+        requires float_element<T> || integer_element<T>
+    void add_view(std::string name, std::vector<std::int64_t> shape, std::span<const T> values) {
+        require(std::endian::native == std::endian::little && sizeof(T) == dtype_size(dtype_of<T>()),
+                "safetensors writer: tensor '", name, "': add_view needs a little-endian host (use add)");
+        const auto bytes = std::as_bytes(values);
+        check_entry(name, dtype_of<T>(), shape, bytes.size());
+        index_.insert(name);
+        entries_.push_back({std::move(name), dtype_of<T>(), std::move(shape), {}, bytes});
     }
 
     std::size_t size() const { return entries_.size(); }
+    // The bytes that will be written for tensor `name` (the writer's copy, or the caller's memory
+    // for add_view); empty for an unknown name.
+    std::span<const std::byte> bytes_of(std::string_view name) const {
+        for (const auto& e : entries_)
+            if (e.name == name) return e.bytes();
+        return {};
+    }
 
     // The header: compact JSON padded with spaces so that 8 + its length is a multiple of 8.
     std::string header() const {
@@ -489,7 +506,7 @@ public:
         if (!metadata_.empty()) root["__metadata__"] = metadata_;
         std::uint64_t offset = 0;
         for (const entry* e : ordered()) {
-            const std::uint64_t end = offset + e->bytes.size();
+            const std::uint64_t end = offset + e->bytes().size();
             root[e->name] = {{"dtype", dtype_name(e->type)}, {"shape", e->shape}, {"data_offsets", {offset, end}}};
             offset = end;
         }
@@ -523,8 +540,18 @@ private:
         std::string name;
         dtype type;
         std::vector<std::int64_t> shape;
-        std::vector<std::byte> bytes;
+        std::vector<std::byte> owned;
+        std::span<const std::byte> view;  // add_view's caller memory; empty when `owned` holds the bytes
+        std::span<const std::byte> bytes() const { return view.data() ? view : std::span<const std::byte>(owned); }
     };
+
+    void check_entry(const std::string& name, dtype type, const std::vector<std::int64_t>& shape, std::size_t bytes) const {
+        require(name != "__metadata__", "safetensors writer: '__metadata__' cannot name a tensor");
+        require(!index_.contains(name), "safetensors writer: tensor '", name, "' was added twice");
+        const std::uint64_t count = element_count(name, shape);
+        require(count * dtype_size(type) == bytes, "safetensors writer: tensor '", name, "' has shape ", shape_string(shape),
+                " of ", dtype_name(type), " (", count * dtype_size(type), " bytes) but ", bytes, " bytes were given");
+    }
 
     static std::uint64_t element_count(std::string_view name, const std::vector<std::int64_t>& shape) {
         std::uint64_t count = 1;
@@ -604,7 +631,7 @@ private:
         out(length, sizeof(length));
         out(head.data(), head.size());
         for (const entry* e : ordered())
-            if (!e->bytes.empty()) out(e->bytes.data(), e->bytes.size());
+            if (!e->bytes().empty()) out(e->bytes().data(), e->bytes().size());
     }
 
     std::vector<entry> entries_;
