@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <transmamba/io/hf_config.hpp>
+#include <transmamba/io/hf_config_model.hpp>
 
 #include <string>
 
@@ -38,7 +39,7 @@ TEST_CASE("config.json: sizes within the field limits whose products overflow ar
     const std::string text = R"({"model_type": "mamba2", "hidden_size": 16777216, "expand": 1, "head_dim": 1,
                                  "num_heads": 16777216, "n_groups": 16777216, "state_size": 16777216,
                                  "num_hidden_layers": 1, "vocab_size": 16})";
-    CHECK_THROWS_WITH_AS(parse_hf_mamba2_config(text, "big/config.json"),
+    CHECK_THROWS_WITH_AS(validate_model_config(parse_hf_mamba2_config(text, "big/config.json"), "big/config.json"),
                          doctest::Contains("config 'big/config.json' describes a model the library refuses: mixer_config: "
                                            "in_proj.weight elements"),
                          error);

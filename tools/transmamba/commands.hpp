@@ -402,6 +402,7 @@ inline std::pair<language_model_config, transpoint_schedule> init_config(const i
         using attention = typename checkpoint_pattern<mamba2_pattern>::policies::attention;
         h.transmamba = transmamba_options{schedule, attention_spec::of<attention>(a.d_state)};
         const hf_mamba2_config read_back = parse_hf_mamba2_config(to_json_text(h), "init --out " + a.out.string());
+        validate_model_config(read_back, "init --out " + a.out.string());
         const language_model_config cfg = read_back.model_config();
         cfg.validate();
         return {cfg, schedule};

@@ -212,6 +212,7 @@ try {  // a function-try-block: the whole loader is the edge at which std::files
     // Missing is said so; anything else there (a loop, a FIFO, ...) is refused with its cause on opening.
     require(!status_of(config_path).missing(), "checkpoint '", dir.string(), "' has no config.json");
     hf_mamba2_config cfg = read_hf_mamba2_config(config_path);
+    validate_model_config(cfg, config_path.string());
     if (cfg.transmamba) {
         const auto compiled = attention_spec::of<typename policies::attention>(cfg.state_size);
         if (!(cfg.transmamba->attention == compiled)) {

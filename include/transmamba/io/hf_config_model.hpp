@@ -48,4 +48,27 @@ inline hf_mamba2_config hf_mamba2_config::from(const language_model_config& c, s
     return h;
 }
 
+inline std::optional<std::uint64_t> hf_mamba2_config::parameter_count() const {
+    try {
+        const auto c = model_config();
+        c.validate();
+        return static_cast<std::uint64_t>(c.parameter_count());
+    } catch (const error&) {
+        return std::nullopt;
+    }
+}
+
+
+// What a model built from `c` checks (language_model_config::validate): one set of rules for the
+// loader and for anything that builds a config; the message names the config file.
+inline void validate_model_config(const hf_mamba2_config& c, const std::string& source) {
+    try {
+        c.model_config().validate();
+    } catch (const error& e) {
+        std::string_view why = e.what();
+        if (why.starts_with("transmamba: ")) why.remove_prefix(12);
+        fail("config '", printable(source, 4096), "' describes a model the library refuses: ", why);
+    }
+}
+
 }  // namespace transmamba
