@@ -129,7 +129,7 @@ expect_ok(${gen} --prompt-ids 0,29 --max-new-tokens 2 --seed 1844674407370955161
 expect_error("the largest part is the embeddings" "${PROGRAM}" init --out "${WORK}/never" --vocab 2147483648 --d-model 16777216)
 expect_mentioned("bytes")
 expect_mentioned("set by --vocab and --d-model")
-expect_error("the largest part is the layers' weights" "${PROGRAM}" init --out "${WORK}/never" --layers 65536 --d-model 16777216)
+expect_error("the largest part is the layers' weights" "${PROGRAM}" init --out "${WORK}/never" --layers 65536 --d-model 65536)
 expect_mentioned("set by --layers")
 expect_error("the largest part is the KV cache for 4611686018427387905 tokens"
              ${gen} --prompt-ids 1 --max-new-tokens 4611686018427387904 --transpoint 4611686018427387904)
