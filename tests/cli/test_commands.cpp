@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "support/error_of.hpp"
 #include "reference/reference.hpp"
 #include "transmamba/commands.hpp"
 
@@ -19,17 +20,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The message of the transmamba::error that f throws ("" if none), for checks of several parts.
-template <class F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const error& e) {
-        return e.what();
-    }
-    return "";
-}
-bool has(const std::string& text, const char* part) { return text.find(part) != std::string::npos; }
+using testing::error_of;
+using testing::has;
 
 int run_cpu(const cli::run_args& a) { return cli::run<float, cpu>(a); }
 cli::generation generate_cpu(const cli::generate_args& a) { return cli::generate_tokens<float, cpu>(a); }

@@ -8,6 +8,7 @@
 #include <new>
 #include <string>
 
+#include "support/error_of.hpp"
 #include "transmamba/commands.hpp"
 
 using namespace transmamba;
@@ -16,17 +17,8 @@ using cli::memory_plan;
 using cli::memory_space;
 
 namespace {
-// The message of the transmamba::error that f throws ("" if none), for checks of several parts.
-template <class F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const error& e) {
-        return e.what();
-    }
-    return "";
-}
-bool has(const std::string& text, const char* part) { return text.find(part) != std::string::npos; }
+using testing::error_of;
+using testing::has;
 }  // namespace
 
 TEST_CASE("cli memory: byte counts saturate instead of wrapping") {
