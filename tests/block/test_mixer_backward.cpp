@@ -107,7 +107,7 @@ double compare_with_differences(const Grads& got, reference::mixer_weights& w, s
     std::size_t i = 0;
     for_each_oracle_weight(w, [&](std::vector<double>& tensor) {
         const auto want = central_differences(tensor, loss, step);
-        const double err = reference::max_relative_error(got.params[i], want);
+        const double err = gradient_error(got.params[i], want);
         const std::string name = weight_names[i];
         CAPTURE(name);
         CHECK(err < tol);
@@ -115,11 +115,11 @@ double compare_with_differences(const Grads& got, reference::mixer_weights& w, s
         worst = std::max(worst, err);
         ++i;
     });
-    const double err_u = reference::max_relative_error(got.du, central_differences(u, loss, step));
+    const double err_u = gradient_error(got.du, central_differences(u, loss, step));
     CHECK_MESSAGE(err_u < tol, "du");
     worst = std::max(worst, err_u);
     if (!init.empty()) {
-        const double err_s = reference::max_relative_error(got.d_initial, central_differences(init, loss, step));
+        const double err_s = gradient_error(got.d_initial, central_differences(init, loss, step));
         CHECK_MESSAGE(err_s < tol, "d initial_state");
         worst = std::max(worst, err_s);
     }
