@@ -51,11 +51,14 @@ struct attention_kernel<Variant, cpu> {
         return measure.used();
     }
 
-    // Writes y(b, t, :, :) for t < prefix; rows t >= prefix are not touched.
+    // Writes y(b, t, :, :) for t < prefix; rows t >= prefix are not touched. With `lse` (batch, g,
+    // prefix), also each (group, query)'s log-sum-exp of its scaled scores, which the backward pass
+    // recomputes the softmax from (backend/cpu/attention_backward.hpp).
     template <class T>
     static void run(const cpu_context&, const mixer_config& cfg, const ssm_inputs<T>& in, index_t prefix,
-                    tensor_view<T, 4> y, workspace_span span) {
+                    tensor_view<T, 4> y, workspace_span span, tensor_view<T, 3> lse = {}) {
         if (prefix <= 0) return;
+        if (!lse.empty()) expect_shape(lse, "lse", {in.batch(), in.ngroups(), prefix});
         require(in.x.stride(3) == 1 && in.x.stride(2) == in.headdim(),
                 "attention: the heads of x must be adjacent channels of one row");
         workspace_arena arena(span);
@@ -106,6 +109,7 @@ struct attention_kernel<Variant, cpu> {
                     sum += srow[j];
                 }
                 const T inv = T(1) / sum;
+                if (!lse.empty()) lse(b, grp, last) = mx + std::log(sum);
                 for (index_t j = 0; j <= last; ++j) srow[j] *= inv;
                 for (index_t j = last + 1; j < keys; ++j) srow[j] = 0;
             }

@@ -31,4 +31,16 @@ void gemm_nt(index_t m, index_t n, index_t k, const T* A, index_t lda, const T* 
     map_rows(C, m, n, ldc).noalias() = map_rows(A, m, k, lda) * map_rows(W, n, k, ldw).transpose();
 }
 
+// The two products of a projection's backward (docs/training.md): for Y = X W^T,
+// dX (m x k, ldc) = dY (m x n, lda) * W (n x k, ldw), and
+// dW (n x k, ldc) = dY (m x n, lda)^T * X (m x k, ldx).
+template <class T>
+void gemm_nn(index_t m, index_t n, index_t k, const T* A, index_t lda, const T* W, index_t ldw, T* C, index_t ldc) {
+    map_rows(C, m, k, ldc).noalias() = map_rows(A, m, n, lda) * map_rows(W, n, k, ldw);
+}
+template <class T>
+void gemm_tn(index_t m, index_t n, index_t k, const T* A, index_t lda, const T* X, index_t ldx, T* C, index_t ldc) {
+    map_rows(C, n, k, ldc).noalias() = map_rows(A, m, n, lda).transpose() * map_rows(X, m, k, ldx);
+}
+
 }  // namespace transmamba::kernels::cpu

@@ -57,6 +57,18 @@ struct backend_traits<cpu> {
                         index_t ldw, T* C, index_t ldc) {
         kernels::cpu::gemm_nt(m, n, k, A, lda, W, ldw, C, ldc);
     }
+    // The backward of C = A W^T (A: m x k, W: n x k, dC: m x n): dA (m x k) = dC W ...
+    template <class T>
+    static void gemm_nn(const context&, index_t m, index_t n, index_t k, const T* dC, index_t lddc, const T* W,
+                        index_t ldw, T* dA, index_t ldda) {
+        kernels::cpu::gemm_nn(m, n, k, dC, lddc, W, ldw, dA, ldda);
+    }
+    // ... and dW (n x k) = dC^T A.
+    template <class T>
+    static void gemm_tn(const context&, index_t m, index_t n, index_t k, const T* dC, index_t lddc, const T* A,
+                        index_t lda, T* dW, index_t lddw) {
+        kernels::cpu::gemm_tn(m, n, k, dC, lddc, A, lda, dW, lddw);
+    }
 };
 
 }  // namespace transmamba
