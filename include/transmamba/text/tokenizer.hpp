@@ -354,6 +354,10 @@ private:
             // An added token may repeat a vocab entry (GPT-NeoX's <|endoftext|> is both): the same id
             // and content is no conflict; the added token wins on decoding, as in tokenizers.
             const std::size_t at = std::size_t(token.id);
+            for (const auto& earlier : added_) {
+                require(earlier.id != token.id, source_, ": added_tokens: id ", token.id, " is given to both ",
+                        json(earlier.content).dump(), " and ", json(token.content).dump());
+            }
             if (at < has_token_.size() && has_token_[at]) {
                 id_to_token_[at] = token.content;
             } else {
