@@ -24,16 +24,22 @@ inline constexpr std::array<char32_t, 256> byte_to_char = [] {
     return map;
 }();
 
+// The 68 remapped code points U+0100..U+0143 -> the byte each stands for.
+inline constexpr std::array<unsigned char, 68> remapped_to_byte = [] {
+    std::array<unsigned char, 68> map{};
+    for (unsigned b = 0; b < 256; ++b) {
+        if (!stands_for_itself(b)) map[byte_to_char[b] - 0x100] = static_cast<unsigned char>(b);
+    }
+    return map;
+}();
+
 // The byte a code point of the alphabet stands for; nullopt for any other code point.
 constexpr std::optional<unsigned char> char_to_byte(char32_t cp) {
     if (cp < 0x100) {
         if (stands_for_itself(unsigned(cp))) return static_cast<unsigned char>(cp);
         return std::nullopt;
     }
-    if (cp >= 0x100 + 68) return std::nullopt;
-    for (unsigned b = 0; b < 256; ++b) {
-        if (byte_to_char[b] == cp) return static_cast<unsigned char>(b);
-    }
+    if (cp < 0x100 + remapped_to_byte.size()) return remapped_to_byte[cp - 0x100];
     return std::nullopt;
 }
 

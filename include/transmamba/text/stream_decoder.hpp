@@ -13,6 +13,7 @@ namespace transmamba::text {
 
 class stream_decoder {
 public:
+    // Keeps a pointer to `tok`, which must outlive the decoder.
     explicit stream_decoder(const tokenizer& tok, bool skip_special_tokens = false)
         : tokenizer_(&tok), skip_special_tokens_(skip_special_tokens) {}
 

@@ -6,7 +6,8 @@
 // byte-level alphabet), the BPE model, the post-processor's special tokens. decode() maps ids to
 // bytes as the ByteLevel decoder does and turns ill-formed UTF-8 into U+FFFD. Everything else the
 // format can express is refused with an error naming the field: docs/text.md lists what is
-// supported. Needs nlohmann-json (target transmamba::io).
+// supported. encode and decode are const and keep no state, so one tokenizer serves many threads.
+// Needs nlohmann-json (target transmamba::io).
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -117,9 +118,10 @@ public:
 
     // The raw bytes one token stands for (possibly part of a UTF-8 character), appended to `out`.
     void append_bytes(std::string& out, token_id id, bool skip_special_tokens = false) const {
-        require(id >= 0 && id < token_id(id_to_token_.size()) && has_token_[std::size_t(id)], "tokenizer: id ", id,
-                " is not in the vocabulary of ", source_, " (its ids are 0..", id_to_token_.size() - 1,
-                ", some unused)");
+        if (id < 0 || id >= vocab_size() || !has_token_[std::size_t(id)]) {
+            fail("tokenizer: id ", id, " is not in the vocabulary of ", source_, " (ids 0..", vocab_size() - 1,
+                 id >= 0 && id < vocab_size() ? ", and this one is unused)" : ")");
+        }
         if (skip_special_tokens && is_special_[std::size_t(id)]) return;
         byte_level::append_token_bytes(out, id_to_token_[std::size_t(id)]);
     }
