@@ -49,8 +49,12 @@ public:
                 }
                 return it->second;
             };
+            // One statement each, so that the first missing token is the one named, on every compiler.
+            const token_id left = id_of(a);
+            const token_id right = id_of(b);
+            const token_id merged = id_of(a + b);
             // A later duplicate replaces an earlier one, as in tokenizers.
-            merges_[key(id_of(a), id_of(b))] = merge_rule{std::uint32_t(rank), id_of(a + b)};
+            merges_[key(left, right)] = merge_rule{std::uint32_t(rank), merged};
         }
     }
 
