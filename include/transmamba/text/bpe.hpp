@@ -40,7 +40,8 @@ public:
         }
         merges_.reserve(merges.size());
         for (std::size_t rank = 0; rank < merges.size(); ++rank) {
-            const auto& [a, b] = merges[rank];
+            const std::string& a = merges[rank].first;
+            const std::string& b = merges[rank].second;
             const auto id_of = [&](const std::string& token) {
                 const auto it = vocab_.find(token);
                 if (it == vocab_.end()) {
