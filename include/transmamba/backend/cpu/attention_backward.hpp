@@ -86,7 +86,7 @@ struct attention_backward_kernel<Variant, cpu> {
         const T scale = static_cast<T>(Variant::scale::value(n));
         const index_t channels = hg * p;
 
-        parallel_for(batch * g, [&](index_t task, int thread) {
+        parallel_for(batch * g, prefix * prefix * hg * (n + p) / 2, [&](index_t task, int thread) {
             const index_t b = task / g, grp = task % g, head0 = grp * hg;
             T* const probs = s.probs + thread * tile * tile;
             T* const dprobs = s.dprobs + thread * tile * tile;

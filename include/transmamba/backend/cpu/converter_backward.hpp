@@ -53,7 +53,7 @@ struct converter_backward_kernel<exact_converter, cpu> {
         using vector_map = Eigen::Map<vector>;
         using const_vector_map = Eigen::Map<const vector>;
 
-        parallel_for(in.batch() * g, [&](index_t task, int thread) {
+        parallel_for(in.batch() * g, prefix * hg * p * n, [&](index_t task, int thread) {
             const index_t b = task / g, grp = task % g;
             T* const suf = scratch + thread * 2 * std::max<index_t>(prefix, 1);
             T* const qw = suf + std::max<index_t>(prefix, 1);

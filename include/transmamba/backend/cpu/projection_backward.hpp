@@ -50,7 +50,7 @@ struct projection_backward_kernel<mamba2_projection, cpu> {
         static_assert(std::is_same_v<T, A>, "the CPU backend computes in its storage type");
         const index_t d = cfg.d_inner(), group = d / cfg.ngroups, zstride = cfg.d_in_proj(), rows = batch * seqlen;
         const A eps = static_cast<A>(cfg.norm_eps);
-        parallel_for(rows, [&](index_t row, int) {
+        parallel_for(rows, 15 * d, [&](index_t row, int) {  // silu gate, squares, scaling
             const bool gated = row % seqlen >= transpoint || gate_attention;
             const A* yr = y + row * d;
             const A* z = zxbcdt + row * zstride;  // z: the first d_inner columns of the in-projection
@@ -81,7 +81,7 @@ struct projection_backward_kernel<mamba2_projection, cpu> {
                 }
             }
         });
-        parallel_for(d, [&](index_t c, int) {
+        parallel_for(d, 2 * rows, [&](index_t c, int) {
             A sum = 0;
             for (index_t row = 0; row < rows; ++row) sum += dout[row * d + c] * xhat[row * d + c];
             dnorm_weight[c] = static_cast<T>(sum);
@@ -98,7 +98,7 @@ struct projection_backward_kernel<mamba2_projection, cpu> {
                                     const A* dD, A* dzxbcdt, T* ddt_bias, T* dA_log, T* dD_param) {
         const index_t h = cfg.nheads(), stride = cfg.d_in_proj(), offset = cfg.d_in_proj() - h;
         const A lo = static_cast<A>(cfg.dt_min), hi = static_cast<A>(std::min<double>(cfg.dt_max, 3.0e38));
-        parallel_for(rows, [&](index_t r, int) {
+        parallel_for(rows, 30 * h, [&](index_t r, int) {  // softplus and sigmoid per head
             const A* raw = zxbcdt + r * stride + offset;
             A* draw = dzxbcdt + r * stride + offset;
             for (index_t k = 0; k < h; ++k) {
@@ -133,7 +133,7 @@ struct projection_backward_kernel<mamba2_projection, cpu> {
         static_assert(std::is_same_v<T, A>, "the CPU backend computes in its storage type");
         const index_t width = cfg.d_conv, channels = cfg.conv_dim(), in_stride = cfg.d_in_proj();
         const index_t in_offset = cfg.d_inner(), rows = batch * seqlen;
-        parallel_for(rows, [&](index_t row, int) {
+        parallel_for(rows, channels * (width + 10), [&](index_t row, int) {  // the taps, then silu'
             const index_t t = row % seqlen;
             const A* last = zxbcdt + row * in_stride + in_offset;
             A* dp = dpre + row * channels;
@@ -147,7 +147,7 @@ struct projection_backward_kernel<mamba2_projection, cpu> {
             const A* g = dxbc + row * channels;
             for (index_t c = 0; c < channels; ++c) dp[c] = g[c] * kernels::cpu::silu_derivative(dp[c]);
         });
-        parallel_for(rows, [&](index_t row, int) {
+        parallel_for(rows, channels * width, [&](index_t row, int) {
             const index_t s = row % seqlen;
             A* din = dzxbcdt + row * in_stride + in_offset;
             for (index_t c = 0; c < channels; ++c) din[c] = A(0);
@@ -158,7 +158,7 @@ struct projection_backward_kernel<mamba2_projection, cpu> {
                 for (index_t c = 0; c < channels; ++c) din[c] += static_cast<A>(conv_weight[c * width + k]) * dp[c];
             }
         });
-        parallel_for(channels, [&](index_t c, int) {
+        parallel_for(channels, rows * (width + 1), [&](index_t c, int) {
             A bias = 0;
             for (index_t r = 0; r < rows; ++r) bias += dpre[r * channels + c];
             dconv_bias[c] = static_cast<T>(bias);

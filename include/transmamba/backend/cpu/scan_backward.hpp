@@ -72,7 +72,7 @@ struct cpu_scan_backward {
         using const_vector_map = Eigen::Map<const vector>;
         const index_t pn = p * n;
 
-        parallel_for(in.batch() * g, [&](index_t task, int thread) {
+        parallel_for(in.batch() * g, in.seqlen() * hg * pn, [&](index_t task, int thread) {
             const index_t b = task / g, grp = task % g;
             T* const states = scratch + thread * Q * pn;
             for (index_t k = grp * hg; k < (grp + 1) * hg; ++k) {
