@@ -11,8 +11,10 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
@@ -216,9 +218,12 @@ std::vector<double> newest_row_oracle(const reference::variant& var, index_t len
     return y;
 }
 
+// `shape` may rewrite the random inputs (x, B, C as float64, before they are rounded to T).
+using input_shaper = std::function<void(std::vector<double>&, std::vector<double>&, std::vector<double>&)>;
+
 template <class T, class Variant>
 void check_decode_case(index_t len, index_t h, index_t p, index_t n, index_t g, const char* variant, std::uint64_t seed,
-                       double query_range = 2.0) {
+                       double query_range = 2.0, const input_shaper& shape = {}) {
     mixer_config cfg;
     cfg.expand = 1;
     cfg.d_model = h * p;
@@ -239,6 +244,7 @@ void check_decode_case(index_t len, index_t h, index_t p, index_t n, index_t g, 
     auto B = reference::random_vector(rows * gn, seed * 101 + 2);
     auto C = reference::random_vector(rows * gn, seed * 101 + 3, -query_range, query_range);  // peaked softmax rows too
     auto D = reference::random_vector(static_cast<std::size_t>(h), seed * 101 + 4, 0.5, 1.5);
+    if (shape) shape(x, B, C);
     for (auto* v : {&x, &B, &C})
         for (auto& e : *v) e = round_to<T>(e);
     for (auto& e : D) e = static_cast<double>(static_cast<float>(e));
@@ -294,11 +300,44 @@ TEST_CASE_TEMPLATE("decode attention cuda: the newest row of causal attention, s
     check_decode_case<T, rope_attention>(900, 4, 32, 64, 2, "rope_attention", ++seed);
 }
 
+// Two "needle" keys, far apart and far from the query, each scoring about 25 after rotation while
+// every other key scores near 0: the two share the softmax about evenly, so the output follows the
+// difference of their scores. Each needle is the query turned to its position and then by a further
+// pi/3 in every pair, so that its score sits on the slope of the cosine, not at its top (where an
+// angle error only moves it to second order). Angles rounded to float32, as the decoding kernel once
+// took them, are off by up to ~1e-3 rad at t ~ 40k: that moves the output by ~5e-4 here (a float64
+// simulation of both on the CPU), fifty times the bound. Random keys alone average such errors out:
+// that first version of this test passed on the float32-angle kernel too.
+input_shaper two_needles(index_t len, index_t n, index_t g, std::vector<index_t> needles) {
+    return [=](std::vector<double>&, std::vector<double>& B, std::vector<double>& C) {
+        using variant = rope_attention;
+        const index_t gn = g * n, half = n / 2, query_pos = len - 1;
+        const double scale = variant::scale::value(n), turn = std::acos(-1.0) / 3;
+        for (auto& b : B) b *= 0.01;
+        for (index_t grp = 0; grp < g; ++grp) {
+            const double* q = C.data() + query_pos * gn + grp * n;
+            double q2 = 0;
+            for (index_t i = 0; i < n; ++i) q2 += q[i] * q[i];
+            const double gain = 25.0 / (scale * q2 * std::cos(turn));
+            for (const index_t j : needles) {
+                double* k = B.data() + j * gn + grp * n;  // R(query_pos - j) q: rotated, it meets q again
+                std::copy(q, q + n, k);
+                reference::rope_rotate(k, int(n), double(query_pos - j), variant::position::theta);
+                for (index_t i = 0; i < half; ++i) {
+                    const double a = k[i], b = k[i + half];
+                    k[i] = gain * (a * std::cos(turn) - b * std::sin(turn));
+                    k[i + half] = gain * (b * std::cos(turn) + a * std::sin(turn));
+                }
+            }
+        }
+    };
+}
+
 TEST_CASE("decode attention cuda: RoPE at positions past 32k rotates as the float64 oracle") {
-    // Angles rounded to float32 (as the decoding kernel once took them) are off by up to ~4e-3 rad
-    // here; with peaked rows (|C| up to 4) that moved the output by ~1e-3, far over the bound.
-    check_decode_case<float, rope_attention>(40000, 2, 16, 32, 1, "rope_attention", 901, 4.0);
-    check_decode_case<float, rope_attention>(33000, 4, 16, 64, 2, "rope_attention", 902, 4.0);
+    check_decode_case<float, rope_attention>(40000, 2, 16, 32, 1, "rope_attention", 901, 2.0,
+                                             two_needles(40000, 32, 1, {17001, 30011}));
+    check_decode_case<float, rope_attention>(33000, 4, 16, 64, 2, "rope_attention", 902, 2.0,
+                                             two_needles(33000, 64, 2, {9001, 25013}));
 }
 
 TEST_CASE("attention cuda: float matches the float64 oracle") { check_all_shapes<float>(); }
