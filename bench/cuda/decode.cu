@@ -4,7 +4,13 @@
 // The kernels a step is made of, next to the peers that do the same work (bench/peers/decode_peers.py):
 //   decode_ssm/transmamba/bf16/b:{1,16,64,256}/h:64/p:64/n:128/g:{1,8}/graph:{0,1}
 //       decode_scan_kernel: S = exp(dt A) S + dt x B^T, y = S C + D x for a batch of sequences
-//       (peer: mamba_ssm's selective_state_update on the same shapes)
+//       (peer: mamba_ssm's selective_state_update on the same shapes), timed as the peer's script
+//       times it: one call per input copy back to back, eager (graph:0) or all of them captured in
+//       ONE graph (graph:1), CUDA events around the whole loop, the time per call = the loop's
+//       time / the copies; the median over the iterations (one loop each)
+//   decode_ssm/transmamba_call/bf16/...: the same kernel, events around ONE call (eager) or one
+//       replay of a graph holding one call: the latency of an isolated step, which adds the
+//       launch's host-to-GPU latency that back-to-back calls hide
 //   decode_attention/transmamba/bf16/b:1/h:64/p:64/n:128/g:{1,8}/cache:{1024,8192}/graph:{0,1}
 //       decode_attention_kernel: the newest query against a KV cache of `cache` tokens, split along
 //       the cache (peer: SDPA over the same cache, keys repeated per head)
@@ -248,8 +254,40 @@ std::vector<double> time_rotating(benchmark::State& st, int copies, bool graph, 
     return bench::time_iterations(st, stream.get(), 2 * copies, prepare, [&] { graphs[current]->launch(stream.get()); });
 }
 
-// decode_scan_kernel on `batch` sequences of one token.
-void bm_decode_ssm_kernel(benchmark::State& st, index_t batch, index_t g, bool graph) {
+// Times `launch(copy, ctx)` for every copy back to back (the peer script's loop_ms): eager on the
+// legacy stream, or one graph holding all the copies' launches replayed on a stream of its own.
+// Returns ms per call, one value per iteration.
+template <class Launch>
+std::vector<double> time_back_to_back(benchmark::State& st, int copies, bool graph, Launch&& launch) {
+    std::vector<double> per_call;
+    const auto record = [&](cudaStream_t stream, auto&& loop) {
+        for (int w = 0; w < 2; ++w) loop();
+        bench::check_cuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize (warm-up)");
+        bench::event_pair ev;
+        for (auto _ : st) {
+            const double ms = ev.time(stream, loop) / copies;
+            per_call.push_back(ms);
+            st.SetIterationTime(ms * 1e-3);
+        }
+    };
+    if (!graph) {
+        const cuda_context ctx{};
+        record(ctx.stream, [&] {
+            for (int i = 0; i < copies; ++i) launch(i, ctx);
+        });
+        return per_call;
+    }
+    cuda_stream stream;
+    const bench::captured_graph all(stream.get(), [&](const cuda_context& ctx) {
+        for (int i = 0; i < copies; ++i) launch(i, ctx);
+    });
+    record(stream.get(), [&] { all.launch(stream.get()); });
+    return per_call;
+}
+
+// decode_scan_kernel on `batch` sequences of one token; `isolated`: time single calls
+// (time_rotating) instead of back-to-back loops.
+void bm_decode_ssm_kernel(benchmark::State& st, index_t batch, index_t g, bool graph, bool isolated) {
     const mixer_config c = layer_config(g);
     const index_t h = c.nheads(), p = c.headdim, n = c.d_state;
     const std::size_t state_elems = static_cast<std::size_t>(batch * h * p * n);
@@ -278,7 +316,7 @@ void bm_decode_ssm_kernel(benchmark::State& st, index_t batch, index_t g, bool g
             ctx, c, in, tensor_view<float, 4>(y.data() + batch * h * p * i, {batch, 1, h, p}),
             tensor_view<float, 4>(state.data() + state_elems * i, {batch, h, p, n}));
     };
-    const auto times = time_rotating(st, copies, graph, launch);
+    const auto times = isolated ? time_rotating(st, copies, graph, launch) : time_back_to_back(st, copies, graph, launch);
     bench::work_counts w;
     w.tokens = double(batch);
     w.flops = 6.0 * double(state_elems);
@@ -318,12 +356,13 @@ void bm_decode_attention_kernel(benchmark::State& st, index_t g, index_t cache, 
 void add_kernels(index_t g) {
     const auto c = layer_config(g);
     for (int graph : {0, 1}) {
-        for (index_t batch : {1, 16, 64, 256})
-            bench::add(bench::bench_name("decode_ssm", "transmamba", "bf16",
-                                         {{"b", batch}, {"h", c.nheads()}, {"p", c.headdim}, {"n", c.d_state}, {"g", g},
-                                          {"graph", graph}}),
-                       batch >= 64 ? 100 : 400,
-                       [=](benchmark::State& st) { bm_decode_ssm_kernel(st, batch, g, graph == 1); });
+        for (bool isolated : {false, true})
+            for (index_t batch : {1, 16, 64, 256})
+                bench::add(bench::bench_name("decode_ssm", isolated ? "transmamba_call" : "transmamba", "bf16",
+                                             {{"b", batch}, {"h", c.nheads()}, {"p", c.headdim}, {"n", c.d_state},
+                                              {"g", g}, {"graph", graph}}),
+                           batch >= 64 ? 100 : (isolated ? 400 : 100),
+                           [=](benchmark::State& st) { bm_decode_ssm_kernel(st, batch, g, graph == 1, isolated); });
         for (index_t cache : {1024, 8192})
             bench::add(bench::bench_name("decode_attention", "transmamba", "bf16",
                                          {{"b", 1}, {"h", c.nheads()}, {"p", c.headdim}, {"n", c.d_state}, {"g", g},
