@@ -28,14 +28,21 @@ __host__ __device__ constexpr int ld_k_contiguous(int dstate) {
 __host__ __device__ constexpr int round_up(int v, int m) { return (v + m - 1) / m * m; }
 __host__ __device__ constexpr std::size_t round_up16(std::size_t v) { return (v + 15) / 16 * 16; }
 
+// The cp.async asm writes shared memory through an address the compiler cannot see (a 32-bit
+// shared-window operand), and the wait is what makes those writes visible to this thread: without
+// a "memory" clobber NVVM may keep or move ordinary C++ accesses of the tile across them (the
+// float paths read their tiles with plain loads, unlike the 16-bit paths' asm volatile ldmatrix).
+// The clobbers make each statement a compiler memory fence; ordering between threads still comes
+// from the barrier after the wait.
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(mma::smem_addr(dst)), "l"(src),
-                 "r"(valid ? 16 : 0));
+                 "r"(valid ? 16 : 0)
+                 : "memory");
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int Pending>
 __device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending));
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending) : "memory");
 }
 
 // rows x cols tile of global memory (row stride ld_src) into shared memory (row stride ld);
