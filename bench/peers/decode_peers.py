@@ -30,7 +30,7 @@ one call's state or cache is under 150 MB, K copies (K * size >= 150 MB, three t
 are made and the calls cycle through them, so no call finds its data in L2 from the call before.
 GB_per_s: the float32 state read and written (ssu) or the K and V cache read (SDPA).
 
-Usage: python3 bench/peers/decode_peers.py [--json out.json] [--quick] [--budget SECONDS]
+Usage: python3 bench/peers/decode_peers.py [--json out.json] [--quick] [--ssm-only] [--budget SECONDS]
 (PYTHONPATH=.peers for mamba_ssm, see ssd_triton.py). The JSON file is rewritten after every shape.
 """
 import argparse
@@ -170,6 +170,8 @@ def main():
     ap.add_argument("--json", help="write the records here (rewritten after every shape)")
     ap.add_argument("--quick", action="store_true", help="batch 1 and 64, g = 1, the reference SDPA shape only")
     ap.add_argument("--budget", type=float, default=90.0, help="seconds; shapes left when it is spent are skipped")
+    ap.add_argument("--ssm-only", action="store_true",
+                    help="only selective_state_update, every batch and group (the SDPA cases are skipped)")
     args = ap.parse_args()
     torch.manual_seed(0)
     context = base_context("bench/peers/decode_peers.py", args)
@@ -183,10 +185,10 @@ def main():
     for g in ([1] if args.quick else SSM_GROUPS):
         for b in batches:
             cases.append((f"ssu b={b} g={g}", lambda b=b, g=g: ssu_case(results, b, g)))
-    for cache in CACHES:
+    for cache in ([] if args.ssm_only else CACHES):
         for b in batches:
             cases.append((f"sdpa kv b={b} cache={cache}", lambda b=b, cache=cache: kvcache_case(results, b, cache)))
-    if not args.quick:
+    if not args.quick and not args.ssm_only:
         for g in SSM_GROUPS:
             for cache in CACHES:
                 for b in BATCHES:

@@ -612,6 +612,23 @@ TEST_CASE("cuda ssd: unsupported sizes are a transmamba::error") {
     CHECK_THROWS_AS(run_converter(op, 4), transmamba::error);
 }
 
+// Float chunk_state blocks that walk several 64-token tiles through the two cp.async stages (chunk
+// 256: four tiles and a short one; a converter segment of four chunks), small enough for racecheck:
+// the case the float step's old extra barriers were for (docs/cuda.md). Run with -tc="*sanitizer*".
+TEST_CASE("cuda ssd: float tiles walked several per block, for the sanitizer") {
+    const shape long_chunks{1, 300, 2, 16, 32, 1, 256, 0, 300};
+    check_scan<chunked_ssd_scan, float>(long_chunks, 81, chunked_y_bound<float>(), state_bound<float>(), "chunked");
+    check_scan<chunked_ssd_scan, float, kernels::cuda::ssd::tf32_policy>(long_chunks, 82, 5e-3, 5e-3, "tf32");
+    check_converter<float>(long_chunks, 83, state_bound<float>());
+    const shape chunks{1, 250, 2, 16, 32, 1, 64, 0, 250};
+    const gpu_operands<float> op(chunks, 84);
+    const auto recurrence = ref::ssm_recurrence(op.d, op.x, op.B, op.C, op.dt, op.A, op.D, op.init, 0, chunks.t_end);
+    const double err = ref::max_relative_error(run_converter_segments(op, chunks.t_end, 4), recurrence.final_state);
+    describe("segments", "float", chunks);
+    std::printf(" 4 chunks per block: vs recurrence %.3g\n", err);
+    CHECK(err <= state_bound<float>());
+}
+
 // A small subset for compute-sanitizer (memcheck, racecheck): run with -tc="*sanitizer*".
 TEST_CASE("cuda ssd: small shapes for the sanitizer") {
     const shape s{2, 90, 4, 16, 32, 2, 64, 7, 90};
