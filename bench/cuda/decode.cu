@@ -8,6 +8,8 @@
 //       times it: one call per input copy back to back, eager (graph:0) or all of them captured in
 //       ONE graph (graph:1), CUDA events around the whole loop, the time per call = the loop's
 //       time / the copies; the median over the iterations (one loop each)
+//   decode_ssm/transmamba_r{1,2,4}/bf16/.../g:1/graph:1: back to back as above, with the kernel's
+//       shape named (state rows per thread; the default picks 1 or 4 by the grid's size)
 //   decode_ssm/transmamba_call/bf16/...: the same kernel, events around ONE call (eager) or one
 //       replay of a graph holding one call: the latency of an isolated step, which adds the
 //       launch's host-to-GPU latency that back-to-back calls hide
@@ -287,7 +289,7 @@ std::vector<double> time_back_to_back(benchmark::State& st, int copies, bool gra
 
 // decode_scan_kernel on `batch` sequences of one token; `isolated`: time single calls
 // (time_rotating) instead of back-to-back loops.
-void bm_decode_ssm_kernel(benchmark::State& st, index_t batch, index_t g, bool graph, bool isolated) {
+void bm_decode_ssm_kernel(benchmark::State& st, index_t batch, index_t g, bool graph, bool isolated, int rows = 0) {
     const mixer_config c = layer_config(g);
     const index_t h = c.nheads(), p = c.headdim, n = c.d_state;
     const std::size_t state_elems = static_cast<std::size_t>(batch * h * p * n);
@@ -312,9 +314,9 @@ void bm_decode_ssm_kernel(benchmark::State& st, index_t batch, index_t g, bool g
         in.dt = tensor_view<const float, 3>(dt.data() + batch * h * i, {batch, 1, h});
         in.A = A.data();
         in.D = D.data();
-        decode_scan_kernel<transmamba::cuda>::run<bf16>(
+        decode_scan_kernel<transmamba::cuda>::run_with<bf16>(
             ctx, c, in, tensor_view<float, 4>(y.data() + batch * h * p * i, {batch, 1, h, p}),
-            tensor_view<float, 4>(state.data() + state_elems * i, {batch, h, p, n}));
+            tensor_view<float, 4>(state.data() + state_elems * i, {batch, h, p, n}), rows);
     };
     const auto times = isolated ? time_rotating(st, copies, graph, launch) : time_back_to_back(st, copies, graph, launch);
     bench::work_counts w;
@@ -363,6 +365,14 @@ void add_kernels(index_t g) {
                                               {"g", g}, {"graph", graph}}),
                            batch >= 64 ? 100 : (isolated ? 400 : 100),
                            [=](benchmark::State& st) { bm_decode_ssm_kernel(st, batch, g, graph == 1, isolated); });
+        // The kernel's three shapes (rows per thread), which the default picks between by batch.
+        if (graph == 1 && g == 1)
+            for (int rows : {1, 2, 4})
+                for (index_t batch : {1, 16, 64, 256})
+                    bench::add(bench::bench_name("decode_ssm", "transmamba_r" + std::to_string(rows), "bf16",
+                                                 {{"b", batch}, {"h", c.nheads()}, {"p", c.headdim}, {"n", c.d_state},
+                                                  {"g", g}, {"graph", graph}}),
+                               100, [=](benchmark::State& st) { bm_decode_ssm_kernel(st, batch, g, true, false, rows); });
         for (index_t cache : {1024, 8192})
             bench::add(bench::bench_name("decode_attention", "transmamba", "bf16",
                                          {{"b", 1}, {"h", c.nheads()}, {"p", c.headdim}, {"n", c.d_state}, {"g", g},

@@ -526,15 +526,16 @@ TEST_CASE_TEMPLATE("cuda decode_scan: one token of a batch equals the recurrence
 
 // Two decoding steps in a row on the same state buffer (s.L == 2: token 0, then token 1) against
 // the recurrence over both tokens: the state is advanced in place, and the second step reads what
-// the first wrote. Returns the rows per thread the launch picked.
+// the first wrote. `rows`: the kernel's rows per thread (decode_scan_kernel::run_with).
 template <class T>
-int check_decode_steps(const shape& s, std::uint64_t seed, double bound) {
+void check_decode_steps(const shape& s, int rows, std::uint64_t seed, double bound) {
     CAPTURE(s.batch);
     CAPTURE(s.h);
     CAPTURE(s.p);
     CAPTURE(s.n);
     CAPTURE(s.g);
     CAPTURE(s.pad);
+    CAPTURE(rows);
     REQUIRE(s.L == 2);
     const gpu_operands<T> op(s, seed);
     const index_t hp = index_t(s.h) * s.p;
@@ -554,40 +555,36 @@ int check_decode_steps(const shape& s, std::uint64_t seed, double bound) {
         in.C = token(op.in.C, t);
         in.dt = token(op.in.dt, t);
         const tensor_view<float, 4> yt(y.data() + t * hp, {s.batch, 1, s.h, s.p}, {2 * hp, hp, s.p, 1});
-        decode_scan_kernel<transmamba::cuda>::run<T>(cuda_context{}, op.cfg, in, yt,
-                                                     tensor_view<float, 4>(state.data(), op.state_shape()));
+        decode_scan_kernel<transmamba::cuda>::run_with<T>(cuda_context{}, op.cfg, in, yt,
+                                                          tensor_view<float, 4>(state.data(), op.state_shape()), rows);
     }
     check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize (decode steps)");
     const auto want = ref::ssm_recurrence(op.d, op.x, op.B, op.C, op.dt, op.A, op.D, op.init);
     const double y_err = ref::max_relative_error(download(y), want.y);
     const double s_err = ref::max_relative_error(download(state), want.final_state);
-    const int rows = kernels::cuda::decode_scan::rows_per_thread_for(s.batch, s.h, s.p, s.n,
-                                                                     kernels::cuda::multiprocessor_count());
     describe("decode x2", type_name<T>(), s);
     std::printf(" (%d rows per thread) y %.3g  state %.3g\n", rows, y_err, s_err);
     CHECK(y_err <= bound);
     CHECK(s_err <= bound);
-    return rows;
 }
 
 // The benchmark's shapes (64 heads x 64 x 128 at batch 1 and 64) and odd ones: headdim not a
 // multiple of the block's rows, d_state 4 (one lane per row), 48 (16 lanes, 4 idle), 256 (two
-// chunks per lane), misaligned B / C rows (scalar loads, float too), at batches that pick each of
-// the kernel's two shapes (1 and 4 rows per thread).
-TEST_CASE_TEMPLATE("cuda decode_scan: two steps in place equal the recurrence, both kernel shapes", T, float,
+// chunks per lane), misaligned B / C rows (scalar loads, float too), with each of the kernel's
+// shapes (1, 2 and 4 rows per thread).
+TEST_CASE_TEMPLATE("cuda decode_scan: two steps in place equal the recurrence, every kernel shape", T, float,
                    __nv_bfloat16) {
     std::uint64_t seed = 700;
-    bool few = false, many = false;
     for (const shape& s : {shape{1, 2, 64, 64, 128, 1, 64, 0, 2}, shape{64, 2, 64, 64, 128, 8, 64, 0, 2},
                            shape{1, 2, 3, 37, 48, 1, 64, 0, 2}, shape{1, 2, 2, 5, 4, 1, 64, 0, 2, 3},
-                           shape{3, 2, 4, 24, 256, 2, 64, 0, 2}, shape{64, 2, 12, 37, 48, 3, 64, 0, 2, 3},
-                           shape{64, 2, 8, 33, 256, 4, 64, 0, 2}}) {
-        const int rows = check_decode_steps<T>(s, ++seed, 1e-5);
-        few = few || rows == kernels::cuda::decode_scan::tuning::few_rows;
-        many = many || rows == kernels::cuda::decode_scan::tuning::many_rows;
-    }
-    CHECK(few);
-    CHECK(many);
+                           shape{3, 2, 4, 24, 256, 2, 64, 0, 2}, shape{7, 2, 12, 37, 48, 3, 64, 0, 2, 3}})
+        for (int rows : {1, 2, 4}) check_decode_steps<T>(s, rows, ++seed, 1e-5);
+    const gpu_operands<T> op(shape{1, 1, 2, 8, 16, 1, 64, 0, 1}, 9);
+    device_buffer<float> y(16), state(2 * 8 * 16);
+    CHECK_THROWS_AS(decode_scan_kernel<transmamba::cuda>::run_with<T>(
+                        cuda_context{}, op.cfg, op.in, tensor_view<float, 4>(y.data(), op.y_shape()),
+                        tensor_view<float, 4>(state.data(), op.state_shape()), 3),
+                    error);
 }
 
 TEST_CASE("cuda decode_scan: shapes that do not match are a transmamba::error") {

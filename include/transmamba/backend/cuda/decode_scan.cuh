@@ -30,9 +30,9 @@ namespace kernels::cuda::decode_scan {
 
 struct tuning {
     static constexpr int threads = 128;  // 4 warps
-    // Rows per thread: 1 while the grid is short of work (small batch: more, smaller blocks fill the
-    // SMs), 4 once a 4-row grid still has `full_waves` blocks per SM (large batch: fewer blocks to
-    // schedule, four loads in flight per thread).
+    // Rows per thread (the kernel exists for 1, 2 and 4): 1 while the grid is short of work (small
+    // batch: more, smaller blocks fill the SMs), 4 once a 4-row grid still has `full_waves` blocks
+    // per SM (large batch: fewer blocks to schedule, four loads in flight per thread).
     static constexpr int few_rows = 1, many_rows = 4;
     static constexpr int full_waves = 8;
 };
@@ -108,26 +108,28 @@ __global__ void __launch_bounds__(tuning::threads) state_update_kernel(const arg
     const int r0 = (rb * (tuning::threads / 32) + warp) * rows_per_warp + (lane >> a.layout.lanes_log2) * Rows;
     const int quad = lane & (lanes - 1);
     float* const state = a.state + (index_t(b) * a.nheads + head) * index_t(p) * n;
-    const auto row = [&](int i, int k) { return reinterpret_cast<float4*>(state + index_t(r0 + i) * n + k); };
-    const auto column_of = [&](int j) { return 4 * (quad + (j << a.layout.lanes_log2)); };
-    // The state of chunk j, every row's load issued before any is used (streaming: a step touches
-    // its state once); the first chunk's loads go out before anything else the thread reads.
-    float4 s[Rows];
-    const auto load_state = [&](int j) {
-        const int k = column_of(j);
-#pragma unroll
-        for (int i = 0; i < Rows; ++i)
-            s[i] = k < n && r0 + i < p ? __ldcs(row(i, k)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    };
-    load_state(0);
-
     const int grp = head / a.heads_per_group;
-    const float dt = a.dt[b * a.dt_sb + head * a.dt_sh];
-    const float decay = expf(dt * a.A[head]), Dh = a.D[head];
     const T* Bg = a.B + b * a.b_sb + grp * a.b_sg;
     const T* Cg = a.C + b * a.c_sb + grp * a.c_sg;
-    const T* xh = a.x + b * a.x_sb + head * a.x_sh;
+    const auto row = [&](int i, int k) { return reinterpret_cast<float4*>(state + index_t(r0 + i) * n + k); };
+    const auto column_of = [&](int j) { return 4 * (quad + (j << a.layout.lanes_log2)); };
+    // Chunk j's state (every row's load issued before any is used; streaming: a step touches its
+    // state once) and its B and C columns. The first chunk's loads go out before the thread reads
+    // anything else, so that the per-head scalars' round trip overlaps them instead of delaying them.
+    float4 s[Rows], bk, ck;
+    const auto load_chunk = [&](int j) {
+        const int k = column_of(j);
+        const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+        for (int i = 0; i < Rows; ++i) s[i] = k < n && r0 + i < p ? __ldcs(row(i, k)) : zero;
+        bk = k < n ? load4(Bg + k, a.vector_bc) : zero;
+        ck = k < n ? load4(Cg + k, a.vector_bc) : zero;
+    };
+    load_chunk(0);
 
+    const float dt = a.dt[b * a.dt_sb + head * a.dt_sh];
+    const float decay = expf(dt * a.A[head]), Dh = a.D[head];
+    const T* xh = a.x + b * a.x_sb + head * a.x_sh;
     float xr[Rows], acc[Rows];
 #pragma unroll
     for (int i = 0; i < Rows; ++i) {
@@ -136,11 +138,8 @@ __global__ void __launch_bounds__(tuning::threads) state_update_kernel(const arg
     }
 #pragma unroll 1
     for (int j = 0; j < a.layout.chunks_per_lane; ++j) {
-        if (j > 0) load_state(j);
+        if (j > 0) load_chunk(j);
         const int k = column_of(j);
-        const bool column = k < n;
-        const float4 bk = column ? load4(Bg + k, a.vector_bc) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        const float4 ck = column ? load4(Cg + k, a.vector_bc) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
         for (int i = 0; i < Rows; ++i) {
             const float coef = dt * xr[i];
@@ -148,7 +147,7 @@ __global__ void __launch_bounds__(tuning::threads) state_update_kernel(const arg
             s[i].y = fmaf(s[i].y, decay, coef * bk.y);
             s[i].z = fmaf(s[i].z, decay, coef * bk.z);
             s[i].w = fmaf(s[i].w, decay, coef * bk.w);
-            if (column && r0 + i < p) __stcs(row(i, k), s[i]);
+            if (k < n && r0 + i < p) __stcs(row(i, k), s[i]);
             acc[i] += s[i].x * ck.x + s[i].y * ck.y + s[i].z * ck.z + s[i].w * ck.w;
         }
     }
@@ -175,6 +174,14 @@ struct decode_scan_kernel<cuda> {
     template <class T>
     static void run(const cuda_context& ctx, const mixer_config& cfg, const ssm_inputs<T>& in, tensor_view<float, 4> y,
                     tensor_view<float, 4> state) {
+        run_with<T>(ctx, cfg, in, y, state, 0);
+    }
+
+    // The same with the kernel's shape named: 1, 2 or 4 state rows per thread (tests and benchmarks
+    // cover each); 0 picks by the grid's size (kernels::cuda::decode_scan::rows_per_thread_for).
+    template <class T>
+    static void run_with(const cuda_context& ctx, const mixer_config& cfg, const ssm_inputs<T>& in,
+                         tensor_view<float, 4> y, tensor_view<float, 4> state, int rows_per_thread) {
         static_assert(cuda_storage_type<T>, "the CUDA decoding step takes float, __nv_bfloat16 or __half storage");
         namespace k = kernels::cuda::decode_scan;
         const index_t batch = in.batch(), h = in.nheads(), p = in.headdim(), n = in.d_state(), g = in.ngroups();
@@ -214,15 +221,20 @@ struct decode_scan_kernel<cuda> {
         a.layout = k::layout_for(n);
         a.vector_bc = vector_row(in.B.data(), in.B.stride(0), in.B.stride(2)) &&
                       vector_row(in.C.data(), in.C.stride(0), in.C.stride(2));
-        const int rows = k::rows_per_thread_for(batch, h, p, n, kernels::cuda::multiprocessor_count());
+        require(rows_per_thread == 0 || rows_per_thread == 1 || rows_per_thread == 2 || rows_per_thread == 4,
+                "decoding step (CUDA): rows per thread must be 1, 2 or 4 (0: chosen), got ", rows_per_thread);
+        const int rows = rows_per_thread != 0
+                             ? rows_per_thread
+                             : k::rows_per_thread_for(batch, h, p, n, kernels::cuda::multiprocessor_count());
         const int per_block = k::rows_per_block(a.layout, rows);
         require(batch <= 65535 && h <= 65535, "decoding step (CUDA): batch = ", batch, " and nheads = ", h,
                 " must each be at most 65535 (one launch)");
         const dim3 grid(static_cast<unsigned>((p + per_block - 1) / per_block), static_cast<unsigned>(h),
                         static_cast<unsigned>(batch));
         const auto launch = [&](auto kernel) { kernel<<<grid, k::tuning::threads, 0, ctx.stream>>>(a); };
-        if (rows == k::tuning::many_rows) launch(k::state_update_kernel<T, k::tuning::many_rows>);
-        else launch(k::state_update_kernel<T, k::tuning::few_rows>);
+        if (rows == 4) launch(k::state_update_kernel<T, 4>);
+        else if (rows == 2) launch(k::state_update_kernel<T, 2>);
+        else launch(k::state_update_kernel<T, 1>);
         kernels::cuda::check_launch("decode_scan state_update_kernel");
     }
 };
