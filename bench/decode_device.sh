@@ -40,7 +40,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noh
 nvcc --version | tail -1 >>"$OUT/gpu.txt"
 git rev-parse HEAD >>"$OUT/gpu.txt" 2>/dev/null
 
-NV="nvcc -std=c++20 --expt-relaxed-constexpr -arch=sm_90 -O3 -Xcudafe=--diag_suppress=esa_on_defaulted_function_ignored
+NV="nvcc -std=c++20 --expt-relaxed-constexpr -arch=sm_90 -O3 -lineinfo -Xcudafe=--diag_suppress=esa_on_defaulted_function_ignored
     -isystem .deps/usr/include -isystem .deps/usr/include/eigen3 -DTRANSMAMBA_HAS_CUDA=1"
 B=/tmp/decode_build
 rm -rf "$B" && mkdir -p "$B/old/include/transmamba/backend/cuda"
