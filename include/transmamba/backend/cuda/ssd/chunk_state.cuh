@@ -165,17 +165,17 @@ __global__ void __launch_bounds__(Policy::chunk_state::threads, Policy::chunk_st
             const T* bt = bs(stage);
             const int steps = min(TK, q - j0);
             if constexpr (!mma::is_16bit<T>) {
-                // No barriers of its own (an earlier version had two around this call, added when
-                // racecheck reported hazards between these reads and the next stage's cp.async with
-                // several tiles per block): the loop's barriers already bracket it. In the SASS of
-                // chunk_state_kernel<float, default_policy> (nvcc 13.0, sm_90) every LDS of this
-                // step lies between the BAR.SYNC after DEPBAR.LE SB0, 1 (the wait) and the BAR.SYNC
-                // before the next iteration's LDGSTS, with or without those two barriers, and the
-                // two builds differ only in the two extra BAR.SYNC, each back to back with a loop
-                // barrier (nothing a second barrier can order). docs/cuda.md, "chunk_state's float
-                // barriers", has the whole analysis.
+                // Barriers of their own around the float step. Without them compute-sanitizer
+                // racecheck reports hazards between this step's shared-memory reads (the x pairs and
+                // the B float4s) and cp.async writes of the same tile, and the results go wrong
+                // under its scheduling, whenever a block walks more than one tile; the 16-bit path
+                // (ldmatrix reads) never shows it. The cause is still open: docs/cuda.md,
+                // "chunk_state's float barriers", has what was ruled out. Cost: two barriers per
+                // 64-token tile.
+                __syncthreads();
                 float_state_step<Policy::float_mode, TN>(acc, xt, ld_x, bt, ld_b, weight + j0, warp * 16, steps,
                                                          n - s0);
+                __syncthreads();
             } else for (int k0 = 0; k0 < steps; k0 += K) {
                 mma::frag_a<T> a, a_lo;
                 load_a_km_scaled<T, split>(a, a_lo, xt, ld_x, warp * 16, k0, weight + j0);
