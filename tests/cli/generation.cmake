@@ -71,7 +71,7 @@ if(n_distinct LESS 8)
   message(FATAL_ERROR "init's model repeats itself under greedy decoding (${n_distinct} distinct of 32): ${last_out}")
 endif()
 # The summary line: layers, d_model, schedule, parameters, dtype, device.
-string(REGEX MATCH "model '[^']*': 2 layers, d_model 32, vocab 256, schedule fixed \\(0\\), [0-9.]+k parameters, F32, cpu \\([0-9]+ threads\\)"
+string(REGEX MATCH "model '[^']*': 2 layers, d_model 32, vocab 256, schedule fixed \\(0\\), [0-9.]+k parameters, f32, cpu \\([0-9]+ threads\\)"
        summary "${last_err}")
 if(NOT summary)
   message(FATAL_ERROR "no model summary line on stderr:\n${last_err}")
@@ -80,6 +80,21 @@ endif()
 string(FIND "${last_err}" "\r" cr)
 if(NOT cr EQUAL -1 OR last_err MATCHES "prefill:")
   message(FATAL_ERROR "progress was shown although stderr is not a terminal:\n${last_err}")
+endif()
+
+# On a terminal (script(1) gives the program one): the prefill's line and, with stdout elsewhere,
+# the per-token progress, each with its rate.
+find_program(SCRIPT script)
+if(SCRIPT)
+  execute_process(COMMAND "${SCRIPT}" -qec "\"${PROGRAM}\" generate --model \"${model}\" --prompt-ids 1,2,3 --max-new-tokens 100000 >/dev/null"
+                          /dev/null
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE tty ERROR_VARIABLE tty_err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "generate on a terminal failed (${rc}):\n${tty}\n${tty_err}")
+  endif()
+  if(NOT tty MATCHES "prefill: 3 tokens in [0-9.]+ s \\([0-9.]+ tokens/s\\)" OR NOT tty MATCHES "\r[0-9]+ / 100000 tokens, [0-9.]+ tokens/s")
+    message(FATAL_ERROR "no progress with rates on a terminal:\n${tty}")
+  endif()
 endif()
 
 # ---------------------------------------------------------------------------
@@ -151,6 +166,17 @@ if(NOT out STREQUAL "")
 endif()
 file(WRITE "${model}/config.json" "${config}")
 file(REMOVE "${model}/generation_config.json")
+
+# A config.json whose sizes need more memory than the machine has: refused before anything is
+# allocated (the weight files are tiny: the config alone decides), naming the weights.
+expect_ok("${PROGRAM}" init --out "${WORK}/huge" --layers 1 --d-model 32 --vocab 30)
+file(READ "${WORK}/huge/config.json" config)
+string(REGEX REPLACE "\"hidden_size\": 32" "\"hidden_size\": 16777216" config "${config}")
+string(REGEX REPLACE "\"num_hidden_layers\": 1" "\"num_hidden_layers\": 64" config "${config}")
+string(REGEX REPLACE "\"num_heads\": [0-9]+" "\"num_heads\": 2097152" config "${config}")
+file(WRITE "${WORK}/huge/config.json" "${config}")
+expect_error("the largest part is the weights" "${PROGRAM}" generate --model "${WORK}/huge" --prompt-ids 1 --no-progress)
+expect_error("the largest part is the weights" "${PROGRAM}" run --model "${WORK}/huge" --prompt-ids 1 --output "${WORK}/x.safetensors")
 
 # ---------------------------------------------------------------------------
 # --version, --verbose.

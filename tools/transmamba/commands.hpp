@@ -12,6 +12,7 @@
 #include <transmamba/model/language_model.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -129,10 +130,12 @@ inline std::string count_text(std::uint64_t n) {
 template <class T, class Backend>
 std::string model_summary(const std::filesystem::path& dir, const model_of<T, Backend>& model, const transpoint_schedule& s) {
     const auto& c = model.config();
+    std::string dtype_text(dtype_name(dtype_of<T>()));  // "f32", "bf16": as --dtype spells it
+    for (auto& ch : dtype_text) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
     return "model '" + dir.string() + "': " + std::to_string(c.backbone.num_layers) + " layers, d_model " +
            std::to_string(c.backbone.mixer.d_model) + ", vocab " + std::to_string(c.vocab_size) + ", schedule " +
            schedule_text(s) + ", " + count_text(std::uint64_t(c.parameter_count())) + " parameters, " +
-           std::string(dtype_name(dtype_of<T>())) + ", " + backend_memory<Backend>::device();
+           dtype_text + ", " + backend_memory<Backend>::device();
 }
 
 // --verbose: what a command holds at its end.
