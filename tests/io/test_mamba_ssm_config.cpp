@@ -48,7 +48,8 @@ TEST_CASE("io: mamba_ssm configs the converter cannot take say why") {
     });
     CHECK(has(mlp, "with MLP blocks (d_intermediate)"));
     // The layer name is the file's text: quoted printable.
-    const auto odd = error_of([] { (void)parse_hf_mamba2_config("{\"d_model\": 1, \"n_layer\": 1, \"ssm_cfg\": {\"layer\": \"M\\u001b[31m\"}}"); });
+    const auto odd = error_of(
+        [] { (void)parse_hf_mamba2_config("{\"d_model\": 1, \"n_layer\": 1, \"ssm_cfg\": {\"layer\": \"M\\u001b[31m\"}}"); });
     CHECK(has(odd, "mamba_ssm M\\x1b[31m model"));
     // A Hugging Face config with an extra d_model field is not taken for one.
     CHECK(error_of([] { (void)parse_hf_mamba2_config(R"({"model_type": "mamba2", "d_model": 64, "n_layer": 2, "hidden_size": 64,
