@@ -2,6 +2,7 @@
 
 #include <transmamba/decode/sampling.hpp>
 
+#include <limits>
 #include <map>
 #include <vector>
 
@@ -55,5 +56,22 @@ TEST_CASE("bad sampling options and logits are errors") {
     CHECK_THROWS_AS(sampler({1.0, 0, 0.0, 0}), error);
     sampler s({});
     const std::vector<float> bad{1.0f, std::numeric_limits<float>::quiet_NaN()};
+    CHECK_THROWS_WITH_AS(s.next(bad), doctest::Contains("logit 1 is not finite"), error);
+}
+
+TEST_CASE("double logits: the same draws as float logits of the same values, read at double precision") {
+    // Values exact in float: the two paths see the same numbers and must draw the same tokens.
+    std::vector<float> as_float(64);
+    for (std::size_t i = 0; i < as_float.size(); ++i) as_float[i] = float(int(i * 37 % 64) - 32) / 8.0f;
+    const std::vector<double> as_double(as_float.begin(), as_float.end());
+    for (const sampling_options opt : {sampling_options{}, sampling_options{0.9, 0, 1.0, 11}, sampling_options{1.3, 10, 0.9, 12}}) {
+        sampler f(opt), d(opt);
+        for (int i = 0; i < 200; ++i) CHECK(f.next(as_float) == d.next(as_double));
+    }
+    // A difference below float's resolution still decides the argmax: the logits are not narrowed.
+    const std::vector<double> close{1.0, 1.0 + 1e-12, 1.0 - 1e-12};
+    CHECK(sampler({}).next(close) == 1);
+    const std::vector<double> bad{0.0, std::numeric_limits<double>::infinity()};
+    sampler s({});
     CHECK_THROWS_WITH_AS(s.next(bad), doctest::Contains("logit 1 is not finite"), error);
 }

@@ -3,9 +3,13 @@
 // different lengths share a model; memory stops growing after the last TransPoint.
 #include <doctest/doctest.h>
 
+#include <transmamba/decode/sampling.hpp>
 #include <transmamba/decode/session.hpp>
 #include <transmamba/model/language_model.hpp>
+#include <transmamba/policy/transpoint_schedule.hpp>
 
+#include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "support/bridge.hpp"
@@ -158,4 +162,21 @@ TEST_CASE("a pure-SSM session of 3e9 tokens holds only its states and a one-toke
     CHECK(hybrid.cache_tokens() == 16);
     hybrid.prefill(std::span(ids.data(), 8));
     CHECK(hybrid.workspace_bytes() < 256 * 1024);
+}
+
+TEST_CASE("a language_model<double> session's logits go straight into the sampler") {
+    const auto model = make_model(4);
+    const auto prompt = tokens(6, 2);
+    inference_session session(model, transpoint_schedule::fixed(3), 16);
+    static_assert(std::is_same_v<decltype(session.prefill(prompt)), std::span<const double>>);
+    auto logits = session.prefill(prompt);
+    sampler greedy({}), sampled({0.8, 10, 0.95, 3});
+    for (int i = 0; i < 4; ++i) {
+        const std::vector<double> row(logits.begin(), logits.end());
+        const auto want = index_t(std::max_element(row.begin(), row.end()) - row.begin());
+        const auto next = greedy.next(logits);
+        CHECK(next == want);
+        CHECK(sampled.next(logits) < model.vocab_size());
+        logits = session.step(next);
+    }
 }

@@ -12,16 +12,20 @@
 #include <transmamba/model/language_model.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <limits>
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "generation_text.hpp"
 #include "memory_budget.hpp"
 #include "output_paths.hpp"
 
@@ -56,19 +60,27 @@ struct transpoint_choice {
 };
 
 struct run_args {
-    std::filesystem::path model, input, output;
+    std::filesystem::path model, input, output;  // input: empty when the ids come from --prompt-ids / --prompt
+    std::vector<std::int64_t> prompt;            // --prompt-ids: one sequence
+    std::optional<std::string> prompt_text;      // --prompt: one sequence, through the checkpoint's tokenizer.json
     transpoint_choice points;
     bool states = false;
-    bool last = false;  // only each sequence's last-token logits: (batch, vocab)
+    bool last = false;     // only each sequence's last-token logits: (batch, vocab)
+    bool verbose = false;  // the memory held, at the end
 };
 
 struct generate_args {
     std::filesystem::path model;
-    std::vector<std::int64_t> prompt;
+    std::vector<std::int64_t> prompt;        // --prompt-ids
+    std::optional<std::string> prompt_text;  // --prompt: encoded by the checkpoint's tokenizer.json
     index_t max_new_tokens = 16;
     sampling_options sampling;
     transpoint_choice points;
-    bool progress = true;
+    bool progress = true;         // the prefill's progress on stderr (main: only when stderr is a terminal)
+    bool progress_tokens = true;  // and the decoding's (main: not when stdout is that terminal too)
+    bool print_ids = false;       // --ids: ids on stdout, not text
+    bool ignore_eos = false;      // --ignore-eos: go on past the end-of-sequence token
+    bool verbose = false;         // the memory held, at the end
 };
 
 struct init_args {
@@ -89,12 +101,54 @@ template <class Backend>
 struct backend_memory {
     static std::uint64_t bytes() { return physical_memory_bytes(); }
     static constexpr std::string_view name = "memory";
+    static std::string device() { return "cpu (" + std::to_string(max_threads()) + " threads)"; }
 };
 
 template <class Backend>
 void require_fits(const memory_plan& plan) {
     plan.require_fits(physical_memory_bytes(), backend_memory<Backend>::bytes(), backend_traits<Backend>::host_accessible,
                       backend_memory<Backend>::name);
+}
+
+inline std::string schedule_text(const transpoint_schedule& s) {
+    std::string points;
+    for (auto p : s.transpoints) points.append(points.empty() ? "" : ",").append(std::to_string(p));
+    return std::string(schedule_kind_name(s.kind)) + " (" + points + ")";
+}
+
+// 1234567 -> "1.23M".
+inline std::string count_text(std::uint64_t n) {
+    char text[32];
+    if (n < 10000) std::snprintf(text, sizeof(text), "%llu", static_cast<unsigned long long>(n));
+    else if (n < 10'000'000) std::snprintf(text, sizeof(text), "%.2fk", double(n) / 1e3);
+    else if (n < 10'000'000'000ULL) std::snprintf(text, sizeof(text), "%.2fM", double(n) / 1e6);
+    else std::snprintf(text, sizeof(text), "%.2fB", double(n) / 1e9);
+    return text;
+}
+
+// The one line about the loaded model, on stderr, once the arguments are checked and before the work.
+template <class T, class Backend>
+std::string model_summary(const std::filesystem::path& dir, const model_of<T, Backend>& model, const transpoint_schedule& s) {
+    const auto& c = model.config();
+    std::string dtype_text(dtype_name(dtype_of<T>()));  // "f32", "bf16": as --dtype spells it
+    for (auto& ch : dtype_text) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    return "model '" + dir.string() + "': " + std::to_string(c.backbone.num_layers) + " layers, d_model " +
+           std::to_string(c.backbone.mixer.d_model) + ", vocab " + std::to_string(c.vocab_size) + ", schedule " +
+           schedule_text(s) + ", " + count_text(std::uint64_t(c.parameter_count())) + " parameters, " +
+           dtype_text + ", " + backend_memory<Backend>::device();
+}
+
+// --verbose: what a command holds at its end.
+inline void print_memory_held(std::string_view command, std::initializer_list<std::pair<std::string_view, std::size_t>> parts) {
+    std::string line = std::string(command) + " held:";
+    std::uint64_t total = 0;
+    const char* separator = " ";
+    for (const auto& [what, bytes] : parts) {
+        line.append(separator).append(what).append(" ").append(byte_count(bytes).describe());
+        separator = ", ";
+        total += bytes;
+    }
+    std::fprintf(stderr, "%s; total %s\n", line.c_str(), byte_count(total).describe().c_str());
 }
 
 // The checkpoint's config.json as the loader reads it, to size buffers before the weights are
@@ -166,17 +220,34 @@ memory_plan run_plan(const hf_mamba2_config& cfg, const run_args& a, index_t bat
 template <class T, class Backend>
 int run(const run_args& a) {
     using traits = backend_traits<Backend>;
-    std::vector<protected_file> reads{{a.input, "the --input file"}};
+    const bool from_file = !a.input.empty();
+    require(from_file + !a.prompt.empty() + a.prompt_text.has_value() == 1,
+            "run takes its ids from exactly one of --input, --prompt-ids and --prompt");
+    std::vector<protected_file> reads;
+    if (from_file) reads.push_back({a.input, "the --input file"});
     for (const auto& f : checkpoint_files(a.model)) reads.push_back({f, "a file of the --model checkpoint"});
     check_output_file("--output", a.output, reads);
     const auto peeked = checkpoint_config<T, Backend>(a.model);
 
-    const safetensors_file in(a.input);
-    const tensor_info& ids_info = in.at("input_ids");
-    require(ids_info.shape.size() == 2, "input file '", a.input.string(), "': tensor 'input_ids' must be 2-D (batch, len), got ",
-            ids_info.shape.size(), " dimensions");
-    const index_t batch = ids_info.shape[0], L = ids_info.shape[1];
-    require(batch > 0 && L > 0, "input file '", a.input.string(), "': tensor 'input_ids' is empty");
+    // The ids: --input's input_ids (batch x len), or one sequence from --prompt-ids / --prompt.
+    std::optional<safetensors_file> in;
+    const tensor_info* ids_info = nullptr;
+    std::vector<std::int64_t> ids;
+    index_t batch = 1, L = 0;
+    if (from_file) {
+        in.emplace(a.input);
+        ids_info = &in->at("input_ids");
+        require(ids_info->shape.size() == 2, "input file '", a.input.string(),
+                "': tensor 'input_ids' must be 2-D (batch, len), got ", ids_info->shape.size(), " dimensions");
+        batch = ids_info->shape[0];
+        L = ids_info->shape[1];
+        require(batch > 0 && L > 0, "input file '", a.input.string(), "': tensor 'input_ids' is empty");
+    } else {
+        std::optional<text::tokenizer> tok;
+        if (a.prompt_text) tok.emplace(checkpoint_tokenizer(a.model, "--prompt"));
+        ids = prompt_ids(a.model, a.prompt, a.prompt_text, tok ? &*tok : nullptr);
+        L = static_cast<index_t>(ids.size());
+    }
     const bool sessions = a.last || a.states;  // one inference_session per sequence
 
     memory_plan plan = run_plan<T, Backend>(peeked, a, batch, L);
@@ -187,13 +258,15 @@ int run(const run_args& a) {
     const auto& model = loaded.model;
     const index_t V = model.vocab_size();
     const auto schedule = a.points.resolve(loaded.schedule, model.num_transpoint_layers());
-    const auto ids = in.read<std::int64_t>(ids_info);
+    if (from_file) ids = in->read<std::int64_t>(*ids_info);
     model.check_token_ids({ids.data(), {batch, L}});
     // The workspaces, known once the model is: the forward pass's, or a session's.
     const byte_count scratch = sessions ? byte_count(model.backbone().decode_workspace_bytes(L, L))
                                         : byte_count(model.workspace_bytes(batch, L));
     plan.add("the workspace", scratch, "--input's shape");
     require_fits<Backend>(plan);
+    std::fprintf(stderr, "%s\n", model_summary<T, Backend>(a.model, model, schedule).c_str());
+    std::size_t held_workspace = 0, held_kv = 0, held_state = 0;  // for --verbose
 
     safetensors_writer out;
     out.set_metadata("format", "pt");
@@ -207,6 +280,7 @@ int run(const run_args& a) {
         workspace<Backend> ws;
         allocation_phase("the workspace", scratch, "--input's shape", [&] { ws.reserve(model.workspace_bytes(batch, L)); });
         model.forward({ids.data(), {batch, L}}, {logits.data(), {batch, L, V}}, schedule, ws);
+        held_workspace = ws.capacity();
         if constexpr (traits::host_accessible) {
             out.add_view("logits", {batch, L, V}, std::span<const float>(logits.data(), logits.size()));
         } else {
@@ -235,6 +309,9 @@ int run(const run_args& a) {
             inference_session<model_of<T, Backend>> s(model, schedule, L);
             const auto last = s.prefill(std::span(ids.data() + b * L, static_cast<std::size_t>(L)));
             if (a.last) std::copy(last.begin(), last.end(), logits_host.begin() + b * V);
+            held_workspace = std::max(held_workspace, s.workspace_bytes());
+            held_kv = std::max(held_kv, s.kv_cache_bytes());
+            held_state = std::max(held_state, s.state_bytes() - s.kv_cache_bytes());
             if (a.states) {
                 for (index_t layer = 0; layer < model.num_transpoint_layers(); ++layer)
                     traits::copy_to_host(s.layer_state(layer).data(), states[std::size_t(layer)].data() + b * per_seq, per_seq, {});
@@ -249,12 +326,20 @@ int run(const run_args& a) {
     out.write(a.output);
     std::printf("wrote %s: logits (%s)%s\n", a.output.string().c_str(),
                 (a.last ? shape_text({batch, V}) : shape_text({batch, L, V})).c_str(), a.states ? " and final_state.{layer}" : "");
+    if (a.verbose)
+        print_memory_held("run", {{"weights", static_cast<std::size_t>(model.config().parameter_count()) * sizeof(T)},
+                                  {"logits", (logits.size() + logits_host.size()) * sizeof(float)},
+                                  {"KV cache (one sequence's session)", held_kv},
+                                  {"state (one sequence's conv windows, SSM states)", held_state},
+                                  {"workspace", held_workspace}});
     return 0;
 }
 
 struct generation {
     std::vector<std::int64_t> tokens;
     double prefill_seconds = 0, decode_seconds = 0;
+    bool stopped_at_eos = false;  // the last token sampled was an end-of-sequence id (not in `tokens`)
+    std::size_t weight_bytes = 0, kv_cache_bytes = 0, state_bytes = 0, workspace_bytes = 0;  // held at the end
 };
 
 inline std::string generate_total_by(const generate_args& a) {
@@ -275,9 +360,16 @@ memory_plan generate_plan(const hf_mamba2_config& cfg, const generate_args& a) {
     return plan;
 }
 
-// Prefills the prompt, then samples max_new_tokens tokens one decoding step at a time.
-template <class T, class Backend>
-generation generate_tokens(const generate_args& a) {
+struct no_token_sink {
+    void operator()(std::int64_t) const {}
+};
+
+// Prefills the prompt (a.prompt: ids), then samples up to max_new_tokens tokens one decoding step
+// at a time, handing each to `on_token` as soon as it is sampled; stops at an end-of-sequence id of
+// the checkpoint (end_of_sequence_ids) unless a.ignore_eos. The summary line goes to stderr once
+// the arguments are checked, before the prefill.
+template <class T, class Backend, class OnToken = no_token_sink>
+generation generate_tokens(const generate_args& a, OnToken&& on_token = {}) {
     require(!a.prompt.empty(), "--prompt-ids is empty");
     const auto prompt_len = static_cast<index_t>(a.prompt.size());
     const index_t most_new = std::numeric_limits<index_t>::max() - prompt_len;
@@ -290,11 +382,13 @@ generation generate_tokens(const generate_args& a) {
     const auto peeked = checkpoint_config<T, Backend>(a.model);
     memory_plan plan = generate_plan<T>(peeked, a);
     require_fits<Backend>(plan);
+    const std::vector<std::int64_t> eos = a.ignore_eos ? std::vector<std::int64_t>{} : end_of_sequence_ids(a.model);
 
     auto loaded = allocation_phase("the weights", weight_bytes(peeked, sizeof(T)), "--model",
                                    [&] { return load_checkpoint<T, Backend, mamba2_pattern>(a.model); });
     const auto& model = loaded.model;
     const auto schedule = a.points.resolve(loaded.schedule, model.num_transpoint_layers());
+    model.check_token_ids(tensor_view<const std::int64_t, 2>(a.prompt.data(), {1, prompt_len}));
     // The decoding workspace grows (piecewise) linearly with max_tokens: measured exactly up to
     // 2^32 tokens (where the arena's size arithmetic cannot overflow), extrapolated past that from
     // its growth between 2^31 and 2^32 tokens.
@@ -313,44 +407,69 @@ generation generate_tokens(const generate_args& a) {
     auto session = allocation_phase("the decoding state for " + std::to_string(total) + " tokens", session_bytes, total_by,
                                     [&] { return std::make_unique<inference_session<model_of<T, Backend>>>(model, schedule, total); });
     sampler pick(a.sampling);
+    std::fprintf(stderr, "%s\n", model_summary<T, Backend>(a.model, model, schedule).c_str());
 
     using clock = std::chrono::steady_clock;
     const auto start = clock::now();
+    if (a.progress) std::fprintf(stderr, "prefill: %lld tokens ...", static_cast<long long>(prompt_len));
     auto logits = allocation_phase("the prefill's workspace", session_bytes, "--prompt-ids and " + total_by,
                                    [&] { return session->prefill(a.prompt); });
     const auto after_prefill = clock::now();
     generation out;
+    out.prefill_seconds = std::chrono::duration<double>(after_prefill - start).count();
+    if (a.progress)
+        std::fprintf(stderr, "\rprefill: %lld tokens in %.3f s (%.1f tokens/s)\n", static_cast<long long>(prompt_len),
+                     out.prefill_seconds, double(prompt_len) / std::max(out.prefill_seconds, 1e-9));
     out.tokens.reserve(static_cast<std::size_t>(std::min<index_t>(a.max_new_tokens, index_t(1) << 20)));
     auto last_report = after_prefill;
     bool reported = false;
-    std::vector<float> row;
     for (index_t i = 0; i < a.max_new_tokens; ++i) {
-        row.assign(logits.begin(), logits.end());
-        const auto next = static_cast<std::int64_t>(pick.next(row));
+        const auto next = static_cast<std::int64_t>(pick.next(logits));
+        if (std::find(eos.begin(), eos.end(), next) != eos.end()) {
+            out.stopped_at_eos = true;
+            break;
+        }
         out.tokens.push_back(next);
+        on_token(next);
         if (i + 1 < a.max_new_tokens) logits = session->step(next);
-        if (a.progress && clock::now() - last_report > std::chrono::milliseconds(500)) {
-            std::fprintf(stderr, "\r%lld / %lld tokens", (long long)(i + 1), (long long)a.max_new_tokens);
-            last_report = clock::now();
+        const auto now = clock::now();
+        if (a.progress && a.progress_tokens && now - last_report > std::chrono::milliseconds(500)) {
+            const double seconds = std::chrono::duration<double>(now - after_prefill).count();
+            std::fprintf(stderr, "\r%lld / %lld tokens, %.1f tokens/s", static_cast<long long>(i + 1),
+                         static_cast<long long>(a.max_new_tokens), double(i + 1) / std::max(seconds, 1e-9));
+            last_report = now;
             reported = true;
         }
     }
     if (reported) std::fprintf(stderr, "\n");
-    out.prefill_seconds = std::chrono::duration<double>(after_prefill - start).count();
     out.decode_seconds = std::chrono::duration<double>(clock::now() - after_prefill).count();
+    out.weight_bytes = static_cast<std::size_t>(model.config().parameter_count()) * sizeof(T);
+    out.kv_cache_bytes = session->kv_cache_bytes();
+    out.state_bytes = session->state_bytes() - out.kv_cache_bytes;
+    out.workspace_bytes = session->workspace_bytes();
     return out;
 }
 
-// generate: the ids on stdout, the speed on stderr.
+// generate: the new tokens on stdout as they are made (text through the checkpoint's tokenizer
+// with --prompt, unless --ids; ids with --prompt-ids), the model and the speed on stderr.
 template <class T, class Backend>
 int generate(const generate_args& a) {
-    const auto g = generate_tokens<T, Backend>(a);
-    std::string ids;
-    for (auto id : g.tokens) ids.append(ids.empty() ? "" : ",").append(std::to_string(id));
-    std::printf("%s\n", ids.c_str());
-    std::fprintf(stderr, "prompt %zu tokens in %.3f s (%.1f tokens/s); generated %zu tokens in %.3f s (%.1f tokens/s)\n",
-                 a.prompt.size(), g.prefill_seconds, double(a.prompt.size()) / std::max(g.prefill_seconds, 1e-9),
-                 g.tokens.size(), g.decode_seconds, double(g.tokens.size()) / std::max(g.decode_seconds, 1e-9));
+    std::optional<text::tokenizer> tok;
+    if (a.prompt_text) tok.emplace(checkpoint_tokenizer(a.model, "--prompt"));
+    generate_args resolved = a;
+    resolved.prompt = prompt_ids(a.model, a.prompt, a.prompt_text, tok ? &*tok : nullptr);
+    token_printer printer(stdout, tok && !a.print_ids ? &*tok : nullptr);
+    const auto g = generate_tokens<T, Backend>(resolved, [&](std::int64_t id) { printer.print(id); });
+    printer.finish();
+    std::fprintf(stderr, "prompt %zu tokens in %.3f s (%.1f tokens/s); generated %zu tokens in %.3f s (%.1f tokens/s)%s\n",
+                 resolved.prompt.size(), g.prefill_seconds, double(resolved.prompt.size()) / std::max(g.prefill_seconds, 1e-9),
+                 g.tokens.size(), g.decode_seconds, double(g.tokens.size()) / std::max(g.decode_seconds, 1e-9),
+                 g.stopped_at_eos ? "; stopped at the end-of-sequence token (--ignore-eos goes on)" : "");
+    if (a.verbose)
+        print_memory_held("generate", {{"weights", g.weight_bytes},
+                                       {"KV cache", g.kv_cache_bytes},
+                                       {"state (conv windows, SSM states)", g.state_bytes},
+                                       {"workspace", g.workspace_bytes}});
     return 0;
 }
 
@@ -413,6 +532,44 @@ inline std::pair<language_model_config, transpoint_schedule> init_config(const i
     }
 }
 
+// init's weights: the library's trained ranges (randomize), except the embeddings, which are
+// U(-1, 1) / sqrt(d_model) like the LM head's rows instead of U(-1, 1). With the tied head the
+// logits are the embeddings times the final hidden state, and an embedding row of norm ~sqrt(d/3)
+// carried along the residual stream made the input token's own logit lead by ~12 at every step:
+// greedy and sampled output alike repeated it (3,3,3,...). At this scale the layers' outputs
+// dominate the residual stream, and the logits spread ~0.6 whatever d_model is.
+template <class Model>
+void init_weights(Model& model, std::uint64_t seed) {
+    randomize(model, seed);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(model.d_model()));
+    model.for_each_parameter([&](const std::string& name, auto& buf, const std::vector<index_t>&) {
+        if (name != "backbone.embeddings.weight") return;
+        using value = std::remove_cvref_t<decltype(*buf.data())>;
+        for (std::size_t i = 0; i < buf.size(); ++i) buf.data()[i] = static_cast<value>(double(buf.data()[i]) * scale);
+    });
+}
+
+// The tokenizer init writes when --vocab >= 256: byte-level BPE with the 256 byte tokens as ids
+// 0..255 and no merges, so that --prompt "text" and text output work on init's checkpoints.
+inline std::string byte_tokenizer_json() {
+    nlohmann::json vocab = nlohmann::json::object();
+    for (int b = 0; b < 256; ++b) vocab[text::byte_level::spell(std::string(1, char(b)))] = b;
+    const nlohmann::json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+    const nlohmann::json doc = {{"version", "1.0"},
+                                {"truncation", nullptr},
+                                {"padding", nullptr},
+                                {"added_tokens", nlohmann::json::array()},
+                                {"normalizer", nullptr},
+                                {"pre_tokenizer", byte_level},
+                                {"post_processor", byte_level},
+                                {"decoder", byte_level},
+                                {"model",
+                                 {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
+                                  {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false},
+                                  {"ignore_merges", false}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}}};
+    return doc.dump(2) + "\n";
+}
+
 // init: a small random TransMamba checkpoint, so that run and generate can be tried with nothing
 // downloaded.
 inline int init(const init_args& a) {
@@ -435,14 +592,23 @@ inline int init(const init_args& a) {
     require_fits<cpu>(plan);
 
     auto model = allocation_phase("the weights", all, "--vocab, --d-model and --layers", [&] { return model_of<float, cpu>(cfg); });
-    randomize(model, a.seed);
+    init_weights(model, a.seed);
     allocation_phase("the copy of the weights written to model.safetensors", all, "--vocab, --d-model and --layers",
                      [&] { save_checkpoint(model, schedule, a.out); });
+    const bool with_tokenizer = a.vocab >= 256;
+    if (with_tokenizer) {
+        const std::string json = byte_tokenizer_json();
+        write_file_atomically(a.out / "tokenizer.json", [&](file_sink& sink) { sink.write(json.data(), json.size()); });
+    } else {
+        std::error_code ec;  // a --force'd checkpoint's old tokenizer would not match the new vocabulary
+        std::filesystem::remove(a.out / "tokenizer.json", ec);
+    }
     std::string points;
     for (auto p : schedule.transpoints) points.append(points.empty() ? "" : ",").append(std::to_string(p));
-    std::printf("wrote %s: %lld layers, d_model %lld, vocab %lld, TransPoints (%s) %s\n", a.out.string().c_str(),
+    std::printf("wrote %s: %lld layers, d_model %lld, vocab %lld, TransPoints (%s) %s%s\n", a.out.string().c_str(),
                 (long long)a.num_layers, (long long)a.d_model, (long long)a.vocab,
-                std::string(schedule_kind_name(schedule.kind)).c_str(), points.c_str());
+                std::string(schedule_kind_name(schedule.kind)).c_str(), points.c_str(),
+                with_tokenizer ? ", a byte-level tokenizer.json" : "");
     return 0;
 }
 

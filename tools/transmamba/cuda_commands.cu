@@ -27,6 +27,16 @@ struct backend_memory<transmamba::cuda> {
         return total;
     }
     static constexpr std::string_view name = "GPU memory";
+    // For the model's summary line: "cuda:0 (NVIDIA H200)".
+    static std::string device() {
+        int id = 0;
+        cudaDeviceProp prop{};
+        if (cudaGetDevice(&id) != cudaSuccess || cudaGetDeviceProperties(&prop, id) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return "cuda";
+        }
+        return "cuda:" + std::to_string(id) + " (" + prop.name + ")";
+    }
 };
 
 namespace {

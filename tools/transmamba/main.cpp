@@ -1,6 +1,8 @@
 // transmamba: run, generate with and create TransMamba / Mamba2 checkpoints from the command line.
 #include <CLI/CLI.hpp>
 
+#include <unistd.h>
+
 #include <transmamba/core/parallel.hpp>
 
 #include <cstdio>
@@ -137,22 +139,46 @@ int dispatch(const device_choice& d, Cpu&& on_cpu, Gpu&& on_gpu) {
     return on_cpu();
 }
 
+// --prompt-ids and --prompt, the same two flags in run and generate: ids, or text through the
+// checkpoint's tokenizer.json.
+void add_prompt_options(CLI::App& cmd, std::vector<std::int64_t>& ids, std::optional<std::string>& text) {
+    auto* by_ids = integer_list_option<std::int64_t>(cmd, "--prompt-ids", ids, "prompt token ids: 1,2,3", 0,
+                                                     std::numeric_limits<std::int64_t>::max());
+    auto* by_text = cmd.add_option("--prompt", text, "prompt text, encoded by the checkpoint's tokenizer.json");
+    by_ids->excludes(by_text);
+}
+
+// The version, and whether this build has the GPU module.
+std::string version_text() {
+    std::string text = std::string("transmamba ") + TRANSMAMBA_CLI_VERSION;
+#if defined(TRANSMAMBA_CLI_HAS_CUDA)
+    text += " (CPU; CUDA through " TRANSMAMBA_CLI_MODULE_NAME ")";
+#else
+    text += " (CPU; built without CUDA)";
+#endif
+    return text;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     CLI::App app{"transmamba: hybrid attention / SSM language models (TransMamba, Mamba2 checkpoints)"};
     app.require_subcommand(1);
+    app.set_version_flag("--version", version_text());
 
     run_args run_a;
     device_choice run_d;
     auto* run_cmd = app.add_subcommand("run", "logits of input_ids (an int64 safetensors tensor) into a safetensors file");
     run_cmd->add_option("--model", run_a.model, "checkpoint directory (config.json + model.safetensors)")->required();
-    run_cmd->add_option("--input", run_a.input, "safetensors file with 'input_ids' (int64, batch x len)")->required();
+    auto* run_input = run_cmd->add_option("--input", run_a.input, "safetensors file with 'input_ids' (int64, batch x len)");
+    add_prompt_options(*run_cmd, run_a.prompt, run_a.prompt_text);
+    run_input->excludes("--prompt-ids")->excludes("--prompt");
     run_cmd->add_option("--output", run_a.output,
                         "safetensors file to write 'logits' (float32, batch x len x vocab); never the input or a model file")
         ->required();
     run_cmd->add_flag("--last", run_a.last, "only each sequence's last-token logits: 'logits' is (batch, vocab)");
     run_cmd->add_flag("--states", run_a.states, "also write final_state.{layer} (batch, heads, headdim, d_state)");
+    run_cmd->add_flag("--verbose", run_a.verbose, "print the memory held (weights, KV cache, state, workspace) at the end");
     add_device_options(*run_cmd, run_d, run_a.points);
 
     generate_args gen_a;
@@ -160,16 +186,18 @@ int main(int argc, char** argv) {
     bool no_progress = false;
     auto* gen_cmd = app.add_subcommand("generate", "sample tokens after a prompt, one decoding step at a time");
     gen_cmd->add_option("--model", gen_a.model, "checkpoint directory")->required();
-    integer_list_option<std::int64_t>(*gen_cmd, "--prompt-ids", gen_a.prompt, "prompt token ids: 1,2,3", 0,
-                                      std::numeric_limits<std::int64_t>::max())
-        ->required();
+    add_prompt_options(*gen_cmd, gen_a.prompt, gen_a.prompt_text);
+    gen_cmd->add_flag("--ids", gen_a.print_ids, "print the new tokens' ids, not their text (the default with --prompt-ids)");
+    gen_cmd->add_flag("--ignore-eos", gen_a.ignore_eos,
+                      "go on past the end-of-sequence token (eos_token_id of generation_config.json or config.json)");
+    gen_cmd->add_flag("--verbose", gen_a.verbose, "print the memory held (weights, KV cache, state, workspace) at the end");
     integer_option<index_t>(*gen_cmd, "--max-new-tokens", gen_a.max_new_tokens, "tokens to generate", 0, index_max);
     gen_cmd->add_option("--temperature", gen_a.sampling.temperature, "0 = greedy")->capture_default_str();
     integer_option<index_t>(*gen_cmd, "--top-k", gen_a.sampling.top_k, "keep the k most likely tokens (0 = all)", 0, index_max);
     gen_cmd->add_option("--top-p", gen_a.sampling.top_p, "nucleus mass in (0, 1]")->capture_default_str();
     integer_option<std::uint64_t>(*gen_cmd, "--seed", gen_a.sampling.seed, "sampling seed", 0,
                                   std::numeric_limits<std::uint64_t>::max());
-    gen_cmd->add_flag("--no-progress", no_progress, "no progress display on stderr");
+    gen_cmd->add_flag("--no-progress", no_progress, "no progress display on stderr (shown only when stderr is a terminal)");
     add_device_options(*gen_cmd, gen_d, gen_a.points);
 
     init_args init_a;
@@ -195,6 +223,8 @@ int main(int argc, char** argv) {
         return app.exit(e);
     } catch (const CLI::CallForAllHelp& e) {
         return app.exit(e);
+    } catch (const CLI::CallForVersion& e) {
+        return app.exit(e);
     } catch (const CLI::ParseError& e) {
         std::fprintf(stderr, "transmamba: error: %s (see --help)\n", e.what());
         return e.get_exit_code() != 0 ? e.get_exit_code() : 2;
@@ -204,12 +234,19 @@ int main(int argc, char** argv) {
     }
 
     try {
-        if (*run_cmd)
+        if (*run_cmd) {
+            require(!run_a.input.empty() || !run_a.prompt.empty() || run_a.prompt_text,
+                    "run needs its ids: --input FILE, --prompt-ids 1,2,3 or --prompt \"text\"");
             return dispatch(
                 run_d, [&] { return run<float, cpu>(run_a); },
                 [&](const auto& gpu, storage s) { return gpu.run(run_a, s); });
+        }
         if (*gen_cmd) {
-            gen_a.progress = !no_progress;
+            require(!gen_a.prompt.empty() || gen_a.prompt_text, "generate needs a prompt: --prompt \"text\" or --prompt-ids 1,2,3");
+            // Progress only for a person watching stderr; the per-token line not when the text
+            // itself goes to that terminal (it would be torn up by the progress line).
+            gen_a.progress = !no_progress && ::isatty(STDERR_FILENO) == 1;
+            gen_a.progress_tokens = ::isatty(STDOUT_FILENO) != 1;
             return dispatch(
                 gen_d, [&] { return generate<float, cpu>(gen_a); },
                 [&](const auto& gpu, storage s) { return gpu.generate(gen_a, s); });

@@ -31,7 +31,13 @@ class sampler {
 public:
     explicit sampler(const sampling_options& opt) : opt_(opt), rng_(opt.seed) { opt.validate(); }
 
-    index_t next(std::span<const float> logits) {
+    // One row of logits: float, or double (a language_model<double> session's logits_type).
+    index_t next(std::span<const float> logits) { return choose(logits); }
+    index_t next(std::span<const double> logits) { return choose(logits); }
+
+private:
+    template <class Real>
+    index_t choose(std::span<const Real> logits) {
         require(!logits.empty(), "sampler: empty logits");
         for (std::size_t i = 0; i < logits.size(); ++i)
             require(std::isfinite(logits[i]), "sampler: logit ", i, " is not finite (", logits[i], ")");
@@ -67,7 +73,6 @@ public:
         return order_[pick(rng_)];
     }
 
-private:
     sampling_options opt_;
     std::mt19937_64 rng_;
     std::vector<index_t> order_;

@@ -67,6 +67,13 @@ public:
                  s.dts.size() * sizeof(s.dts.data()[0]) + s.state.size() * sizeof(s.state.data()[0]);
         return n;
     }
+    // The part of state_bytes() in the KV caches (keys, values, dt of the layers below their TransPoint).
+    std::size_t kv_cache_bytes() const {
+        std::size_t n = 0;
+        for (const auto& s : state_.layers)
+            n += s.keys.size() * sizeof(T) + s.values.size() * sizeof(T) + s.dts.size() * sizeof(s.dts.data()[0]);
+        return n;
+    }
     // The SSM state of TransMamba layer `layer`, (nheads, headdim, d_state) in the backend's memory:
     // after prefill, the state after the last prompt token (the converter's state if the prompt
     // ends before the layer's TransPoint).

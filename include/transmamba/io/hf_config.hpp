@@ -28,6 +28,7 @@
 #include "transmamba/core/config.hpp"
 #include "transmamba/core/error.hpp"
 #include "transmamba/core/tensor_view.hpp"
+#include "transmamba/io/mamba_ssm_config.hpp"
 #include "transmamba/io/printable.hpp"
 #include "transmamba/io/regular_file.hpp"
 #include "transmamba/policy/attention_spec.hpp"
@@ -279,6 +280,7 @@ inline hf_mamba2_config parse_hf_mamba2_config(std::string_view text, const std:
         fail("config '", printable(source, 4096), "' is not valid JSON: ", printable(e.what()));
     }
     if (!root.is_object()) fail("config '", printable(source, 4096), "' is not a JSON object");
+    if (io_detail::is_mamba_ssm_config(root)) io_detail::refuse_mamba_ssm_config(root, source);
 
     io_detail::field_reader r(root, source);
     hf_mamba2_config c;

@@ -138,6 +138,8 @@ public:
 
     // One past the largest id: the rows a model's embedding needs at least.
     token_id vocab_size() const { return token_id(id_to_token_.size()); }
+    // Whether `id` stands for a token (ids below vocab_size() may be unused).
+    bool contains(token_id id) const { return id >= 0 && id < vocab_size() && has_token_[std::size_t(id)]; }
     bool is_special(token_id id) const { return id >= 0 && id < vocab_size() && is_special_[std::size_t(id)]; }
     const std::vector<added_token>& added_tokens() const { return added_; }
     const std::vector<pre_tokenizer_step>& pre_tokenizer() const { return steps_; }
