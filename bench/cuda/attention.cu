@@ -47,6 +47,7 @@ struct shape {
 template <class T>
 int value_width(const shape& s) {
     if constexpr (std::is_same_v<T, float>) return cuda_attention_simt_tuning::value_cols;
+    else if (kernel::uses_sm90(s.n)) return kernel::sm90_value_width(s.h / s.g * s.p, s.n);
     else return kernel::value_width(s.h / s.g * s.p, s.n);
 }
 
@@ -108,6 +109,7 @@ void bm_attention(benchmark::State& st, shape s) {
         st.counters["equiv_TFLOP_per_s"] = 2.0 * b * double(h) * pairs * double(n + p) / sec * 1e-12;
     }
     st.counters["value_width"] = vw;
+    st.counters["sm90"] = std::is_same_v<T, float> ? 0 : kernel::uses_sm90(n);
     st.counters["slices"] = slices;
 }
 
