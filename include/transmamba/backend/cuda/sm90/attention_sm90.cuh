@@ -13,7 +13,9 @@
 //     O += P V_j         wgmma RS: P stays in registers (the accumulator layout of S, packed to
 //                        16 bits, is the A operand layout), V read transposed from shared memory
 //     then release the stage to the producer (an mbarrier arrival per warp).
-// The two consumer warpgroups run independently, so one's softmax overlaps the other's products.
+//   Within a warpgroup, S_{j+1} and P_j V_j are issued back to back and the softmax of tile j + 1
+//   runs while P_j V_j is on the tensor cores (FA3's intra-warpgroup overlap); across the two
+//   warpgroups, which run unsynchronised, one's softmax overlaps the other's products.
 // Causal: a query tile reads only the key tiles at or below its diagonal; key tiles equal query
 // tiles (128), so only the last tile of each CTA needs the mask. Keys past the prefix are read
 // as zero by the copy engine (the maps end at the prefix) and masked as any later key.
@@ -190,26 +192,41 @@ __global__ void __launch_bounds__(Tuning::threads, 1)
     const std::uint32_t v_addr = static_cast<std::uint32_t>(__cvta_generic_to_shared(sV));
     q_full.wait(0);
 
-    for (int j = 0; j < key_tiles; ++j) {
+    // S = Q K_j^T into s: N / 16 steps of k16; step ks reads column block ks / 4 at byte 32 (ks % 4).
+    auto issue_scores = [&](int j) {
         const int st = j % stages;
-        const std::uint32_t parity = (j / stages) & 1;
-        k_full[st].wait(parity);
-        // S = Q K_j^T: N / 16 steps of k16; step ks reads column block ks / 4 at byte 32 (ks % 4).
+        k_full[st].wait((j / stages) & 1);
         hold_registers(s);
         wgmma_fence();
 #pragma unroll
         for (int ks = 0; ks < N / 16; ++ks) {
             const std::uint32_t off = (ks % 4) * 32;
             const std::uint64_t da = smem_descriptor(q_addr + (ks / 4) * BM * row_bytes + off, 16, 1024);
-            const std::uint64_t db =
-                smem_descriptor(k_addr + st * static_cast<std::uint32_t>(layout::k_bytes) + (ks / 4) * BN * row_bytes + off,
-                                16, 1024);
+            const std::uint64_t db = smem_descriptor(
+                k_addr + st * static_cast<std::uint32_t>(layout::k_bytes) + (ks / 4) * BN * row_bytes + off, 16, 1024);
             wgmma_ss<T, BN>(s, da, db, ks > 0 ? 1 : 0);
         }
         wgmma_commit();
-        wgmma_wait<0>();
+    };
+    // O += P V_j: BN / 16 steps of k16 over keys; step kk starts 16 rows (2048 bytes) down.
+    std::uint32_t pf[BN / 16][4];
+    auto issue_values = [&](int j) {
+        const int st = j % stages;
+        v_full[st].wait((j / stages) & 1);
+        hold_registers(o);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) {
+            const std::uint64_t db = smem_descriptor(
+                v_addr + st * static_cast<std::uint32_t>(layout::v_bytes) + kk * 16 * row_bytes, BN * row_bytes, 1024);
+            wgmma_rs<T, VC>(o, pf[kk], db, 1);
+        }
+        wgmma_commit();
+    };
+    // Softmax of the scores of tile j in s (complete): mask, row maxima, P = exp2(S - m) in place,
+    // row sums; returns the rescale factor of O for each row.
+    auto softmax = [&](int j, float (&alpha)[2]) {
         hold_registers(s);
-
         // Causal mask: only the last key tile reaches past this warpgroup's first row.
         const index_t k0 = index_t(j) * BN;
         if (k0 + BN - 1 > q0 + cw * 64) {
@@ -218,8 +235,7 @@ __global__ void __launch_bounds__(Tuning::threads, 1)
             for (int i = 0; i < BN / 2; ++i)
                 if (shift + 8 * (i / 4) + (i % 2) > 8 * ((i / 2) % 2)) s[i] = -INFINITY;
         }
-        // Online softmax over the two rows (h = 0: row0, h = 1: row0 + 8); a row lives in a quad.
-        float alpha[2];
+        // The two rows (h = 0: row0, h = 1: row0 + 8); a row lives in a quad of lanes.
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             float mx = -INFINITY;
@@ -242,29 +258,44 @@ __global__ void __launch_bounds__(Tuning::threads, 1)
                 }
             l[h] = l[h] * alpha[h] + sum;
         }
+    };
+    // O rescaled, then P packed to T as the A operand (both only once P V of the previous tile is done).
+    auto rescale_and_pack = [&](const float (&alpha)[2]) {
 #pragma unroll
         for (int i = 0; i < VC / 2; ++i) o[i] *= alpha[(i / 2) % 2];
-        std::uint32_t pf[BN / 16][4];
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk)
 #pragma unroll
             for (int r = 0; r < 4; ++r) pf[kk][r] = pack_pair<T>(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
+    };
+    auto release = [&](int j) {
+        __syncwarp();
+        if (lane == 0) empty[j % stages].arrive();
+    };
 
-        // O += P V_j: BN / 16 steps of k16 over keys; step kk starts 16 rows (2048 bytes) down.
-        v_full[st].wait(parity);
-        hold_registers(o);
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) {
-            const std::uint64_t db = smem_descriptor(
-                v_addr + st * static_cast<std::uint32_t>(layout::v_bytes) + kk * 16 * row_bytes, BN * row_bytes, 1024);
-            wgmma_rs<T, VC>(o, pf[kk], db, 1);
+    // Intra-warpgroup pipelining (FA3): while the tensor cores run P_j V_j, this warpgroup computes
+    // the softmax of tile j + 1, whose scores were issued just before P_j V_j.
+    {
+        float alpha[2];
+        issue_scores(0);
+        wgmma_wait<0>();
+        softmax(0, alpha);
+        rescale_and_pack(alpha);
+    }
+    for (int j = 0; j < key_tiles; ++j) {
+        const bool more = j + 1 < key_tiles;
+        if (more) issue_scores(j + 1);
+        issue_values(j);
+        float alpha[2] = {1.f, 1.f};
+        if (more) {
+            wgmma_wait<1>();  // S_{j+1} complete; P_j V_j may still run
+            softmax(j + 1, alpha);
         }
-        wgmma_commit();
         wgmma_wait<0>();
         hold_registers(o);
-        __syncwarp();
-        if (lane == 0) empty[st].arrive();
+        hold_registers(pf);
+        release(j);
+        if (more) rescale_and_pack(alpha);
     }
 
     // y = O / l (+ D x) for rows < prefix and columns inside the group.

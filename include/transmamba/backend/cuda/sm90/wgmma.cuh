@@ -50,6 +50,15 @@ __device__ inline void hold_registers(float (&r)[Count]) {
 #pragma unroll
     for (int i = 0; i < Count; ++i) asm volatile("" : "+f"(r[i])::"memory");
 }
+// The A registers of an RS wgmma are read asynchronously too: they must stay live (unchanged and
+// not reused) until the wgmma_wait that covers it.
+template <int Steps>
+__device__ inline void hold_registers(std::uint32_t (&r)[Steps][4]) {
+#pragma unroll
+    for (int i = 0; i < Steps; ++i)
+#pragma unroll
+        for (int k = 0; k < 4; ++k) asm volatile("" : "+r"(r[i][k])::"memory");
+}
 
 // Register budget of the warpgroup (warp specialisation: the copy warpgroup gives registers back,
 // the math warpgroups take them). Needs a register cap at entry (__launch_bounds__(threads, 1)).
