@@ -52,7 +52,7 @@ struct cuda_attention_sm90_tuning {
     static constexpr int consumers = 2;           // math warpgroups of 64 query rows
     static constexpr int query_tile = 64 * consumers;
     static constexpr int key_tile = 128;
-    static constexpr int stages = 2;              // K / V buffers in flight
+    static constexpr int stages = 3;              // K / V buffers in flight (224 KB at n = value_cols = 128)
     static constexpr int threads = 128 * (consumers + 1);
     static constexpr int producer_registers = 24;
     static constexpr int consumer_registers = 240;
@@ -192,12 +192,13 @@ __global__ void __launch_bounds__(Tuning::threads, 1)
     const std::uint32_t v_addr = static_cast<std::uint32_t>(__cvta_generic_to_shared(sV));
     q_full.wait(0);
 
+    // The wgmma of one pipeline stage (from the fence to the wait that covers them) must not be
+    // interleaved with other instructions touching their accumulators, or ptxas serialises every
+    // wgmma of the kernel (warning C7514): so the operand holds and the fence come first, then the
+    // issues of S_{j+1} and P_j V_j, the barrier waits for their tiles before all of them.
     // S = Q K_j^T into s: N / 16 steps of k16; step ks reads column block ks / 4 at byte 32 (ks % 4).
     auto issue_scores = [&](int j) {
         const int st = j % stages;
-        k_full[st].wait((j / stages) & 1);
-        hold_registers(s);
-        wgmma_fence();
 #pragma unroll
         for (int ks = 0; ks < N / 16; ++ks) {
             const std::uint32_t off = (ks % 4) * 32;
@@ -212,9 +213,6 @@ __global__ void __launch_bounds__(Tuning::threads, 1)
     std::uint32_t pf[BN / 16][4];
     auto issue_values = [&](int j) {
         const int st = j % stages;
-        v_full[st].wait((j / stages) & 1);
-        hold_registers(o);
-        wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk) {
             const std::uint64_t db = smem_descriptor(
@@ -223,6 +221,8 @@ __global__ void __launch_bounds__(Tuning::threads, 1)
         }
         wgmma_commit();
     };
+    auto wait_keys = [&](int j) { k_full[j % stages].wait((j / stages) & 1); };
+    auto wait_values = [&](int j) { v_full[j % stages].wait((j / stages) & 1); };
     // Softmax of the scores of tile j in s (complete): mask, row maxima, P = exp2(S - m) in place,
     // row sums; returns the rescale factor of O for each row.
     auto softmax = [&](int j, float (&alpha)[2]) {
@@ -277,25 +277,43 @@ __global__ void __launch_bounds__(Tuning::threads, 1)
     // the softmax of tile j + 1, whose scores were issued just before P_j V_j.
     {
         float alpha[2];
+        wait_keys(0);
+        hold_registers(s);
+        wgmma_fence();
         issue_scores(0);
         wgmma_wait<0>();
         softmax(0, alpha);
         rescale_and_pack(alpha);
     }
-    for (int j = 0; j < key_tiles; ++j) {
-        const bool more = j + 1 < key_tiles;
-        if (more) issue_scores(j + 1);
+    // The last tile is peeled: a branch around the issue of S inside one pipeline stage would
+    // make ptxas copy the accumulators there and serialise the wgmma (C7514).
+    for (int j = 0; j + 1 < key_tiles; ++j) {
+        wait_keys(j + 1);
+        wait_values(j);
+        hold_registers(s);
+        hold_registers(o);
+        wgmma_fence();
+        issue_scores(j + 1);
         issue_values(j);
-        float alpha[2] = {1.f, 1.f};
-        if (more) {
-            wgmma_wait<1>();  // S_{j+1} complete; P_j V_j may still run
-            softmax(j + 1, alpha);
-        }
+        float alpha[2];
+        wgmma_wait<1>();  // S_{j+1} complete; P_j V_j may still run
+        softmax(j + 1, alpha);
         wgmma_wait<0>();
         hold_registers(o);
         hold_registers(pf);
         release(j);
-        if (more) rescale_and_pack(alpha);
+        rescale_and_pack(alpha);
+    }
+    {
+        const int j = key_tiles - 1;
+        wait_values(j);
+        hold_registers(o);
+        wgmma_fence();
+        issue_values(j);
+        wgmma_wait<0>();
+        hold_registers(o);
+        hold_registers(pf);
+        release(j);
     }
 
     // y = O / l (+ D x) for rows < prefix and columns inside the group.
