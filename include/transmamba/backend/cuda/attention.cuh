@@ -16,6 +16,9 @@
 //   barriers per key tile, K and V double-buffered with cp.async 1.5 tiles ahead, and O is
 //   rescaled only when a row's running max grows by more than 2^8 (see softmax_step).
 // float32: a plain SIMT kernel (float32 products and sums; matches the float64 oracle to ~1e-7).
+// Built for sm_90a (CMAKE_CUDA_ARCHITECTURES 90a) and run on an sm_90 device, bf16 / fp16 with
+// d_state 64 or 128 go to the Hopper kernel instead (sm90/attention_sm90.cuh: wgmma, TMA, warp
+// specialisation); the kernels here stay the portable path (uses_sm90 decides).
 // RoPE (rotate-half) is applied by a small pass that writes rotated copies of C and B, in the
 // storage type, to the scratch space; the attention kernels are the same for every variant.
 // Measured figures and what bounds them: bench/cuda/attention.md.
