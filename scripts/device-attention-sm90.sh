@@ -1,7 +1,8 @@
 #!/bin/bash
 # Device steps for the sm90 prefill attention (issue 12), run from the repository root:
 #   STEP=build  the attention tests and the attention benchmark for sm_90a (into $BIN)
-#   STEP=test   the attention tests (sm90 tile cases first), compute-sanitizer memcheck on them
+#   STEP=test   the attention tests (sm90 tile cases first); MEMCHECK=1 / RACECHECK=1 add compute-sanitizer
+#               on the bf16 sm90 cases (doctest splits -tc at commas: the filter uses ? for the comma)
 #   STEP=bench  the benchmark, bf16 at L = 4096 (every p, n, g)
 #   STEP=peer   the SDPA peer at the same shapes (bench/peers/attention_sdpa.py --l4096)
 # DEPS = the prefix holding doctest, Eigen and Google Benchmark; logs go to $LOG (default /tmp).
@@ -31,6 +32,10 @@ test)
   timeout 120 $LB $BIN/att_tests -tc="attention cuda*" > $LOG/tests_all.log 2>&1; echo "prefill attention tests rc=$?"
   grep -E "test cases|assertions" $LOG/tests_all.log
   grep -E "\(sm90\)" $LOG/tests_all.log | sed -E 's/.*rel err ([0-9.e+-]+).*/\1/' | sort -g | tail -1 | sed 's/^/largest sm90 rel err: /'
+  if [ -n "$RACECHECK" ]; then
+    timeout 120 compute-sanitizer --tool racecheck --error-exitcode 3 $BIN/att_tests -tc="*bf16?*tiles of the sm90*" \
+      > $LOG/racecheck.log 2>&1; echo "racecheck rc=$?"; grep -E "RACECHECK SUMMARY|ERROR SUMMARY|test cases" $LOG/racecheck.log
+  fi
   if [ -n "$MEMCHECK" ]; then
     timeout 60 compute-sanitizer --tool memcheck --error-exitcode 3 $BIN/att_tests -tc="*bf16?*tiles of the sm90*" \
       > $LOG/memcheck.log 2>&1; echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|test cases" $LOG/memcheck.log
