@@ -4,7 +4,9 @@
 //
 //   attention/transmamba/{bf16,fp32}/b:<65536/L>/L:<L>/h:32/p:64/n:128/g:1   L = 512 .. 65536
 //   attention/transmamba/{bf16,fp32}/b:16/L:4096/h:32/p:{64,128}/n:{64,128}/g:{1,8,32}
-// bf16: the tensor-core kernel (mma.sync, float32 accumulation); fp32: the SIMT float32 kernel.
+// bf16: the tensor-core kernel (mma.sync, float32 accumulation), or in a 90a build on an sm_90 the
+// Hopper kernel (sm90/attention_sm90.cuh; counter sm90 = 1, value_width its 64 or 128); fp32: the
+// SIMT float32 kernel.
 // batch x L = 65536 tokens in every case; x, B, C are views into one xBC row per token (the
 // mixer's layout), y is float32. Inputs are always larger than the 50 MB L2 (xBC >= 285 MB in
 // bf16, y >= 537 MB), so nothing is rotated. The peer (SDPA) is bench/peers/attention_sdpa.py.
@@ -47,6 +49,7 @@ struct shape {
 template <class T>
 int value_width(const shape& s) {
     if constexpr (std::is_same_v<T, float>) return cuda_attention_simt_tuning::value_cols;
+    else if (kernel::uses_sm90(s.n)) return kernel::sm90_value_width(s.h / s.g * s.p, s.n);
     else return kernel::value_width(s.h / s.g * s.p, s.n);
 }
 
@@ -108,6 +111,7 @@ void bm_attention(benchmark::State& st, shape s) {
         st.counters["equiv_TFLOP_per_s"] = 2.0 * b * double(h) * pairs * double(n + p) / sec * 1e-12;
     }
     st.counters["value_width"] = vw;
+    st.counters["sm90"] = std::is_same_v<T, float> ? 0 : kernel::uses_sm90(n);
     st.counters["slices"] = slices;
 }
 

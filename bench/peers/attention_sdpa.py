@@ -152,6 +152,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", help="write the records here (rewritten after every shape)")
     ap.add_argument("--quick", action="store_true", help="L = 1024, 4096, 16384 only, bf16, no variants")
+    ap.add_argument("--l4096", action="store_true",
+                    help="bf16 at L = 4096 only: every (p, n) of the sweep and the FA2 reference rate")
     ap.add_argument("--budget", type=float, default=150.0, help="seconds; shapes left when it is spent are skipped")
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -164,10 +166,16 @@ def main():
 
     lengths = QUICK_L if args.quick else SWEEP_L
     cases = []
+    if args.l4096:
+        for p, n in [(HEADDIM, D_STATE)] + VARIANTS:
+            cases.append((f"bf16 L={VARIANT_L} p={p} n={n}",
+                          lambda p=p, n=n: transmamba_attention(results, VARIANT_L, p, n, GROUPS, "bf16")))
+        cases.append((f"fa2 L={VARIANT_L}", lambda: fa2_reference(results, VARIANT_L)))
+        lengths = []
     for L in lengths:  # the main sweep first: ours against SDPA, and the FA2 reference rate
         cases.append((f"bf16 L={L}", lambda L=L: transmamba_attention(results, L, HEADDIM, D_STATE, GROUPS, "bf16")))
         cases.append((f"fa2 L={L}", lambda L=L: fa2_reference(results, L)))
-    if not args.quick:
+    if not args.quick and not args.l4096:
         for p, n in VARIANTS:
             cases.append((f"bf16 L={VARIANT_L} p={p} n={n}",
                           lambda p=p, n=n: transmamba_attention(results, VARIANT_L, p, n, GROUPS, "bf16")))

@@ -61,6 +61,37 @@ reference::variant oracle_variant(index_t n) {
     return v;
 }
 
+// Debug aid printed when a case fails: the worst element, and the error folded onto one 128 x 128
+// tile (row t % 128, column c % 128, 8 x 8 blocks; batch 0), as log10 of the block's relative
+// error: a wrong fragment, swizzle or mask layout shows as a pattern of blocks.
+void print_error_map(const std::vector<float>& got, const std::vector<double>& want, const shape& s) {
+    const index_t hp = s.h * s.p;
+    double worst = -1;
+    index_t wt = 0, wc = 0;
+    std::vector<double> e2(256, 0.0), r2(256, 0.0);
+    for (index_t t = 0; t < s.prefix; ++t)
+        for (index_t c = 0; c < hp; ++c) {
+            const std::size_t i = static_cast<std::size_t>(t * hp + c);
+            const double d = std::isfinite(got[i]) ? std::abs(got[i] - want[i]) : 1e30;
+            if (d > worst) worst = d, wt = t, wc = c;
+            const std::size_t blk = static_cast<std::size_t>((t % 128) / 8 * 16 + (c % 128) / 8);
+            e2[blk] += d * d;
+            r2[blk] += want[i] * want[i];
+        }
+    const std::size_t wi = static_cast<std::size_t>(wt * hp + wc);
+    std::printf("  worst |err| %.3e at t=%td c=%td: got %.6f want %.6f\n  log10 rel err by (t%%128/8 rows, c%%128/8 cols):\n",
+                worst, wt, wc, double(got[wi]), want[wi]);
+    for (int r = 0; r < 16; ++r) {
+        std::printf("  ");
+        for (int c = 0; c < 16; ++c) {
+            const std::size_t blk = static_cast<std::size_t>(r * 16 + c);
+            if (r2[blk] == 0) std::printf("  . ");
+            else std::printf("%4.0f", std::log10(std::sqrt(e2[blk] / r2[blk]) + 1e-12));
+        }
+        std::printf("\n");
+    }
+}
+
 // Runs one case; checks the NaN sentinel rows and returns the relative error.
 template <class T, class Variant>
 double check_case(const shape& s, const char* variant, std::uint64_t seed) {
@@ -141,8 +172,10 @@ double check_case(const shape& s, const char* variant, std::uint64_t seed) {
                 }
             }
     const double rel = std::sqrt(err2 / ref2);
-    std::printf("attention cuda %-5s %-22s b=%td L=%td P=%td h=%td p=%td n=%td g=%td: rel err %.3e (bound %.0e)\n",
-                type_name<T>(), variant, b, L, s.prefix, h, p, n, g, rel, bound<T>());
+    const bool sm90 = !std::is_same_v<T, float> && kernel::uses_sm90(n);
+    std::printf("attention cuda %-5s %-22s b=%td L=%td P=%td h=%td p=%td n=%td g=%td (%s): rel err %.3e (bound %.0e)\n",
+                type_name<T>(), variant, b, L, s.prefix, h, p, n, g, sm90 ? "sm90" : "mma.sync", rel, bound<T>());
+    if (!(rel < bound<T>())) print_error_map(y_host, want, s);
     INFO(type_name<T>(), " ", variant, " b=", b, " L=", L, " P=", s.prefix, " h=", h, " p=", p, " n=", n, " g=", g);
     CHECK(written);
     CHECK(untouched);
@@ -164,6 +197,31 @@ const std::vector<shape> shapes = {
     {1, 200, 199, 16, 64, 64, 1},   // 1024 columns: two CTAs per group
     {1, 150, 130, 6, 64, 64, 1},    // 384 columns: masked tail
 };
+
+// The Hopper kernel (sm90/attention_sm90.cuh; in a 90a build on an H100/H200 every bf16 / fp16
+// case with n = 64 or 128 runs it): 128-query and 128-key tiles, value widths 64 and 128. First a
+// single tile (the debug case: a layout error shows in its error map), then L and P off the tile,
+// several tiles and stages, ngroups 1, 2 and h, headdim 64 and 128, n 64 and 128.
+const std::vector<shape> sm90_shapes = {
+    // batch, L, P, h, p, n, g
+    {1, 128, 128, 1, 64, 64, 1},     // one tile, width 64
+    {1, 128, 100, 1, 128, 128, 1},   // one tile, width 128, P off the tile
+    {2, 300, 257, 2, 128, 128, 1},   // g = 1: 256 columns, two slices; 3 key tiles (ring wraps)
+    {1, 520, 390, 8, 64, 128, 8},    // g = h, p = 64
+    {2, 200, 200, 4, 128, 64, 2},    // g = 2, n = 64, p = 128
+    {1, 333, 333, 4, 128, 128, 4},   // g = h, p = 128
+    {1, 700, 650, 6, 64, 64, 2},     // 192 columns per group: a masked half slice; 6 key tiles
+};
+
+template <class T>
+void check_sm90_shapes() {
+    using kernel = attention_kernel<paper_attention, transmamba::cuda>;
+    if (!kernel::uses_sm90(128)) MESSAGE("the sm90 attention kernel is not built or not on this device: these cases run the mma.sync kernel");
+    std::uint64_t seed = 500;
+    for (const auto& s : sm90_shapes) check_case<T, paper_attention>(s, "paper_attention", seed++);
+    check_case<T, no_skip_attention>(sm90_shapes[2], "no_skip_attention", seed++);
+    check_case<T, rope_attention>(sm90_shapes[4], "rope_attention", seed++);
+}
 
 template <class T>
 void check_all_shapes() {
@@ -346,9 +404,14 @@ TEST_CASE("attention cuda: bf16 matches the float64 oracle") { check_all_shapes<
 
 TEST_CASE("attention cuda: fp16 matches the float64 oracle") { check_all_shapes<__half>(); }
 
+TEST_CASE("attention cuda: bf16, the tiles of the sm90 kernel") { check_sm90_shapes<__nv_bfloat16>(); }
+
+TEST_CASE("attention cuda: fp16, the tiles of the sm90 kernel") { check_sm90_shapes<__half>(); }
+
 TEST_CASE("attention cuda: bf16 long prefix, L = 2048") {
     check_case<__nv_bfloat16, paper_attention>({1, 2048, 2048, 4, 64, 128, 1}, "paper_attention", 99);
     check_case<__nv_bfloat16, rope_attention>({1, 1024, 1000, 2, 64, 64, 2}, "rope_attention", 98);
+    check_case<__nv_bfloat16, paper_attention>({2, 2048, 1999, 4, 128, 128, 2}, "paper_attention", 97);
 }
 
 TEST_CASE("attention cuda: the CTA order takes every (batch, group, chunk, query tile) once") {

@@ -16,6 +16,9 @@
 //   barriers per key tile, K and V double-buffered with cp.async 1.5 tiles ahead, and O is
 //   rescaled only when a row's running max grows by more than 2^8 (see softmax_step).
 // float32: a plain SIMT kernel (float32 products and sums; matches the float64 oracle to ~1e-7).
+// Built for sm_90a (CMAKE_CUDA_ARCHITECTURES 90a) and run on an sm_90 device, bf16 / fp16 with
+// d_state 64 or 128 go to the Hopper kernel instead (sm90/attention_sm90.cuh: wgmma, TMA, warp
+// specialisation); the kernels here stay the portable path (uses_sm90 decides).
 // RoPE (rotate-half) is applied by a small pass that writes rotated copies of C and B, in the
 // storage type, to the scratch space; the attention kernels are the same for every variant.
 // Measured figures and what bounds them: bench/cuda/attention.md.
@@ -29,6 +32,9 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "transmamba/backend/cuda/attention_args.cuh"
+#include "transmamba/backend/cuda/device_attributes.cuh"
+#include "transmamba/backend/cuda/sm90/attention_sm90.cuh"
 #include "transmamba/backend/cuda/traits.cuh"
 #include "transmamba/core/config.hpp"
 #include "transmamba/core/rotary.hpp"
@@ -111,57 +117,6 @@ struct cuda_attention_simt_tuning {
 // The prefill attention kernels and their building blocks (the nested namespace keeps these names
 // apart from the other kernels' helpers in kernels::cuda).
 namespace kernels::cuda::prefill {
-
-// What one attention launch reads and writes. Strides in elements. Q rows of group grp start at
-// q + b*q_batch + t*q_row + grp*q_group (likewise K); the V columns of group grp are the
-// group_cols = (h/g)*p adjacent channels starting at grp*group_cols (likewise y).
-template <class T>
-struct attention_args {
-    const T* q = nullptr;
-    index_t q_batch = 0, q_row = 0, q_group = 0;
-    const T* k = nullptr;
-    index_t k_batch = 0, k_row = 0, k_group = 0;
-    const T* v = nullptr;
-    index_t v_batch = 0, v_row = 0;
-    float* y = nullptr;
-    index_t y_batch = 0, y_row = 0;
-    const float* D = nullptr;  // (h), or nullptr: no D * x skip
-    index_t prefix = 0;
-    int batch = 0, groups = 0, group_cols = 0, headdim = 0, state = 0;
-    int query_tiles = 0, col_chunks = 0, slices_per_wave = 1;
-    float scale = 0;  // softmax scale (SIMT kernel)
-    float scale_log2 = 0;  // scale * log2(e) (tensor-core kernel: exp2 of pre-scaled scores)
-};
-
-// Which (batch, group, column chunk, query tile) a CTA takes. A slice is one (batch, group, column
-// chunk); slices go in waves of `slices_per_wave`, few enough that their keys and values stay in L2
-// while the wave runs, and within a wave the query tiles go heaviest (last, causal) first, the
-// wave's slices interleaved, so that the short tiles fill the tail. (Heaviest first over the whole
-// grid streams every slice's keys and values at once, more than L2 holds, from DRAM; one slice
-// after another leaves the last slice's heavy tiles for the end.)
-struct attention_tile {
-    int b, grp, chunk, tile;
-    __host__ __device__ static attention_tile of(int bid, int query_tiles, int col_chunks, int groups, int batch,
-                                                 int slices_per_wave) {
-        const int slices = col_chunks * groups * batch;
-        const int per_wave = slices_per_wave * query_tiles;
-        const int first = bid / per_wave * slices_per_wave;
-        const int in_wave = slices - first < slices_per_wave ? slices - first : slices_per_wave;
-        const int r = bid % per_wave;
-        attention_tile t;
-        t.tile = query_tiles - 1 - r / in_wave;
-        int slice = first + r % in_wave;
-        t.chunk = slice % col_chunks;
-        slice /= col_chunks;
-        t.grp = slice % groups;
-        t.b = slice / groups;
-        return t;
-    }
-    template <class T>
-    __device__ static attention_tile of_block(const attention_args<T>& a) {
-        return of(static_cast<int>(blockIdx.x), a.query_tiles, a.col_chunks, a.groups, a.batch, a.slices_per_wave);
-    }
-};
 
 // ---- tensor-core building blocks (sm_80+ PTX; all of it runs on sm_90) ----------------------
 
@@ -802,6 +757,13 @@ struct attention_kernel<Variant, cuda> {
                         (a.q_batch * index_t(sizeof(T))) % 16 == 0 && (a.v_batch * index_t(sizeof(T))) % 16 == 0,
                     "attention (CUDA): x, B and C rows must start at 16-byte aligned addresses "
                     "(row stride and base a multiple of 8 elements)");
+            if constexpr (cuda_sm90a_built) {
+                if (uses_sm90(n)) {
+                    if (n == 64) launch_sm90<T, 64>(ctx, a);
+                    else launch_sm90<T, 128>(ctx, a);
+                    return;
+                }
+            }
             switch (n) {
                 case 16: launch_mma<T, 16>(ctx, a); break;
                 case 32: launch_mma<T, 32>(ctx, a); break;
@@ -811,7 +773,55 @@ struct attention_kernel<Variant, cuda> {
         }
     }
 
+    // Whether a bf16 / fp16 call with this d_state runs the Hopper kernel (sm90/attention_sm90.cuh):
+    // built for sm_90a, the kernel enabled, d_state 64 or 128, and the current device an sm_90 (the only 9.x).
+    static bool uses_sm90(index_t d_state) {
+        if constexpr (!cuda_sm90a_built || !cuda_attention_sm90_tuning<128>::enabled) {
+            return false;
+        } else {
+            namespace k = kernels::cuda;
+            return (d_state == 64 || d_state == 128) &&
+                   k::cached_device_attribute<cudaDevAttrComputeCapabilityMajor>("cudaDeviceGetAttribute (major)") == 9;
+        }
+    }
+    // The sm90 kernel's value width: 64 or 128, by the cost rule of value_width.
+    static int sm90_value_width(index_t cols, index_t d_state) {
+        const index_t wide = (cols + 127) / 128 * (d_state + 128), narrow = (cols + 63) / 64 * (d_state + 64);
+        return wide <= narrow ? 128 : 64;
+    }
+
 private:
+    template <class T, int N>
+    static void launch_sm90(const cuda_context& ctx, kernels::cuda::prefill::attention_args<T>& a) {
+        if (sm90_value_width(a.group_cols, N) == 128) launch_sm90_tuned<T, N, cuda_attention_sm90_tuning<128>>(ctx, a);
+        else launch_sm90_tuned<T, N, cuda_attention_sm90_tuning<64>>(ctx, a);
+    }
+
+    template <class T, int N, class Tuning>
+    static void launch_sm90_tuned(const cuda_context& ctx, kernels::cuda::prefill::attention_args<T>& a) {
+        namespace k = kernels::cuda;
+        namespace s9 = kernels::cuda::sm90;
+        using layout = s9::attention_smem<T, N, Tuning>;
+        a.query_tiles = static_cast<int>((a.prefix + Tuning::query_tile - 1) / Tuning::query_tile);
+        a.col_chunks = (a.group_cols + Tuning::value_cols - 1) / Tuning::value_cols;
+        a.slices_per_wave = slices_per_wave(a, std::size_t(a.prefix) * (N + Tuning::value_cols) * sizeof(T), 1);
+        const auto blocks = std::size_t(a.query_tiles) * a.col_chunks * a.groups * a.batch;
+        require(blocks < (std::size_t(1) << 31), "attention: too many tiles for one launch");
+        s9::attention_sm90_params<T> p;
+        p.a = a;
+        const index_t cols = index_t(a.groups) * a.group_cols;
+        p.q_map = s9::tiled_map<T, 4>(a.q, {N, a.prefix, a.groups, a.batch}, {a.q_row, a.q_group, a.q_batch},
+                                      Tuning::query_tile, "attention (sm90): the tensor map of C");
+        p.k_map = s9::tiled_map<T, 4>(a.k, {N, a.prefix, a.groups, a.batch}, {a.k_row, a.k_group, a.k_batch},
+                                      Tuning::key_tile, "attention (sm90): the tensor map of B");
+        p.v_map = s9::tiled_map<T, 3>(a.v, {cols, a.prefix, a.batch}, {a.v_row, a.v_batch}, Tuning::key_tile,
+                                      "attention (sm90): the tensor map of x");
+        constexpr auto kernel = s9::attention_sm90_kernel<T, N, Tuning>;
+        k::allow_shared_memory<kernel>(layout::launch_bytes, "cudaFuncSetAttribute (attention_sm90_kernel shared memory)");
+        kernel<<<static_cast<unsigned>(blocks), Tuning::threads, layout::launch_bytes, ctx.stream>>>(p);
+        k::check_launch("attention_sm90_kernel");
+    }
+
     // Slices per wave (see attention_tile): as many as fit in l2_share of this device's L2, given
     // the bytes of keys and values one slice reads.
     template <class T>
