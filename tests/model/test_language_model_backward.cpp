@@ -430,3 +430,50 @@ TEST_CASE("language model backward: bad calls are rejected before anything is wr
                                              tensor_view<double, 3>(dg.data(), {2, 5, 4}), grads.backbone()),
                          doctest::Contains("needs a forward() of this stack first"), error);
 }
+
+TEST_CASE("language model backward: the same bits whatever the thread count") {
+    // Every loop forks (threshold 0), on 1 thread and on 2: the scatter-add, the weight-gradient
+    // column sums and the loss sum have a fixed order.
+    const auto cfg = tiny_lm(2, /*tied=*/true, 2, 6);
+    const auto o = make_case<paper_pattern>(cfg, 2, 10, {}, 7700, 0.3);
+    const auto p = random_parameters<paper_pattern>(cfg, 7701);
+    const index_t threshold = parallel_min_work();
+    const int threads = max_threads();
+    set_parallel_min_work(0);
+    set_max_threads(1);
+    const auto one = run_library<double, paper_pattern>(o, p, per_layer_transpoints{3, 8});
+    set_max_threads(2);
+    const auto two = run_library<double, paper_pattern>(o, p, per_layer_transpoints{3, 8});
+    set_max_threads(threads);
+    set_parallel_min_work(threshold);
+    CHECK(one.stats.loss == two.stats.loss);
+    CHECK(one.grads == two.grads);
+}
+
+TEST_CASE("language model backward: gradient descent lowers the loss") {
+    // Plain gradient descent on one batch, through for_each_parameter: the gradient is a descent
+    // direction of the loss forward_loss measures, step after step.
+    const auto cfg = tiny_lm(1, /*tied=*/false, 2, 6);
+    language_model<float, cpu, paper_pattern> model(cfg);
+    randomize(model, 7800);
+    model_grads<float, cpu, paper_pattern> grads(cfg);
+    language_model_training<float, cpu, paper_pattern, recompute_activations> training;
+    const index_t batch = 2, L = 10;
+    const auto ids = random_tokens(batch * L, cfg.vocab_size, 7801);
+    const auto targets = random_tokens(batch * L, cfg.vocab_size, 7802, 0.3);
+    const tensor_view<const std::int64_t, 2> in(ids.data(), {batch, L}), tg(targets.data(), {batch, L});
+    const cyclic_transpoints schedule{0, 4};
+    const double start = training.forward_loss(model, in, tg, schedule);
+    double previous = start;
+    for (int step = 0; step < 20; ++step) {
+        training.forward_backward(model, in, tg, schedule, grads);
+        for_each_parameter(model, grads, [](const std::string&, std::span<float> w, std::span<float> g) {
+            for (std::size_t i = 0; i < w.size(); ++i) w[i] -= 0.1f * g[i];
+        });
+        const double now = training.forward_loss(model, in, tg, schedule);
+        CHECK(now < previous);
+        previous = now;
+    }
+    MESSAGE("20 steps of gradient descent: loss " << start << " -> " << previous);
+    CHECK(previous < 0.8 * start);
+}
