@@ -85,6 +85,8 @@ TEST_CASE("hf_hybrid_config: what the library does not run is refused by name") 
               "'mlp_hidden_act' = \"gelu\" is not supported"));
     CHECK(has(error_of([] { parse_hf_hybrid_config(R"({"model_type": "falcon_h1"})"); }), "Falcon-H1 is not supported"));
     CHECK(has(error_of([] { parse_hf_hybrid_config(R"({"model_type": "zamba2"})"); }), "Zamba2 is not supported"));
+    CHECK(has(error_of([] { parse_hf_hybrid_config(R"({"model_type": "mamba2"})"); }), "load it with load_checkpoint"));
+    CHECK(has(error_of([] { parse_hf_mamba2_config(R"({"model_type": "bamba"})"); }), "loads with load_hybrid_checkpoint"));
     CHECK(has(error_of([] { parse_hf_hybrid_config(granite(R"(, "num_hidden_layers": 4)")); }),
               "names 3 layers, but num_hidden_layers = 4"));
     CHECK(has(error_of([] { parse_hf_hybrid_config(nemotron(R"(, "hybrid_override_pattern": "M", "mamba_num_heads": 3, "n_groups": 1)")); }),

@@ -272,6 +272,8 @@ inline hf_hybrid_config parse_hf_hybrid_config(std::string_view text, const std:
     else if (model_type == "zamba2")
         r.bad("model_type", "= \"zamba2\": Zamba2 is not supported (shared attention blocks with per-use LoRA adapters "
                             "that read the concatenated original embeddings; docs/checkpoints.md)");
+    else if (model_type == "mamba2")
+        r.bad("model_type", "= \"mamba2\": a Mamba2 checkpoint, not a hybrid: load it with load_checkpoint (io/checkpoint.hpp)");
     else
         r.bad("model_type", "= \"", printable(model_type),
               "\" is not a hybrid this library loads (\"nemotron_h\", \"bamba\", \"granitemoehybrid\")");
