@@ -324,7 +324,11 @@ inline hf_hybrid_config parse_hf_hybrid_config(std::string_view text, const std:
                   kinds.size(), " layers)");
         attn.num_heads = r.integer("num_attention_heads", 32, 1, big);
         attn.num_kv_heads = r.integer("num_key_value_heads", 8, 1, big);
-        attn.head_dim = r.integer("head_dim", 128, 1, big);
+        // Older Nemotron-H configs name it attention_head_dim.
+        const index_t legacy_head_dim = r.integer("attention_head_dim", 128, 1, big);
+        attn.head_dim = r.integer("head_dim", legacy_head_dim, 1, big);
+        if (r.find("attention_head_dim") && attn.head_dim != legacy_head_dim)
+            r.bad("attention_head_dim", "= ", legacy_head_dim, " disagrees with head_dim = ", attn.head_dim);
         bb.d_ff = r.integer("intermediate_size", 21504, 1, big);
         io_detail::require_string(r, "mlp_hidden_act", "relu2", {"relu2"});
         io_detail::require_string(r, "mamba_hidden_act", "silu", {"silu", "swish"});
