@@ -139,7 +139,7 @@ public:
                  attention_cache* attn_cache, const context& ctx = {}) const {
         const index_t L = hidden.extent(1);
         expect_shape(hidden, "hidden", {1, L, d_model_});
-        const index_t cache = std::clamp<index_t>(transpoint, 0, max_tokens);
+        const index_t cache = attention_ ? max_tokens : std::clamp<index_t>(transpoint, 0, max_tokens);
         require(ws.bytes >= decode_workspace_bytes(L, cache), "workspace too small for prefill: has ", ws.bytes,
                 " bytes, needs ", decode_workspace_bytes(L, cache));
         check_hidden(hidden.data(), hidden.size(), ctx);
@@ -162,7 +162,7 @@ public:
               const context& ctx = {}) const {
         expect_shape(hidden, "hidden", {d_model_});
         require_states(mixer_st, attn_cache);
-        const index_t cap = mamba_ ? mixer_st->capacity(mamba_->config()) : 0;
+        const index_t cap = mamba_ ? mixer_st->capacity(mamba_->config()) : attention_ ? attn_cache->capacity : 0;
         require(ws.bytes >= decode_workspace_bytes(1, cap), "workspace too small for a decoding step: has ", ws.bytes,
                 " bytes, needs ", decode_workspace_bytes(1, cap));
         workspace_arena arena(ws);
@@ -187,10 +187,13 @@ private:
         T* act;     // (rows, d_ff)
         workspace_span inner;
     };
-    // cache_tokens < 0: a forward pass; else the decode workspace of the Mamba2 mixer.
+    // cache_tokens < 0: a forward pass; else decoding (prefill of L tokens, or a step) with a KV
+    // cache of up to cache_tokens tokens.
     std::size_t inner_bytes(index_t batch, index_t L, index_t cache_tokens) const {
         if (mamba_) return cache_tokens < 0 ? mamba_->workspace_bytes(batch, L) : mamba_->decode_workspace_bytes(L, cache_tokens);
-        if (attention_) return attention_->workspace_bytes(batch * L);
+        if (attention_)
+            return std::max(attention_->workspace_bytes(batch, L),
+                            cache_tokens < 0 ? std::size_t(0) : attention_->step_workspace_bytes(cache_tokens));
         return 0;
     }
     buffers layout(workspace_arena& arena, index_t batch, index_t L, std::size_t inner) const {

@@ -62,19 +62,28 @@ public:
         f(std::string_view("o_proj.weight"), o_proj_, std::vector<index_t>{d_model_, config_.q_width()});
     }
 
-    // Scratch of forward() / prefill() over `rows` tokens, and of step() with a cache of `cache_tokens`.
-    std::size_t workspace_bytes(index_t rows) const {
+    // Scratch of forward() / prefill() over `batch` sequences of L tokens (the whole workspace is
+    // sized once; nothing is allocated per call).
+    std::size_t workspace_bytes(index_t batch, index_t L) const {
         workspace_arena measure;
-        layout(measure, rows);
+        layout(measure, batch * L, batch * config_.num_heads * L);
+        return measure.used();
+    }
+    // Scratch of step() with a cache of up to `cache_tokens` tokens.
+    std::size_t step_workspace_bytes(index_t cache_tokens) const {
+        workspace_arena measure;
+        layout(measure, 1, config_.num_heads * cache_tokens);
         return measure.used();
     }
 
     // out (batch * L, d_model) for normed (batch * L, d_model), every sequence from position 0.
     void forward(const context& ctx, index_t batch, index_t L, const T* normed, T* out, workspace_span ws) const {
+        require(ws.bytes >= workspace_bytes(batch, L), "workspace too small for self-attention: has ", ws.bytes,
+                " bytes, needs ", workspace_bytes(batch, L));
         workspace_arena arena(ws);
-        const auto b = layout(arena, batch * L);
+        const auto b = layout(arena, batch * L, batch * config_.num_heads * L);
         project_qkv(ctx, batch * L, L, 0, normed, b);
-        kernels::cpu::causal_gqa_attention(shape(), batch, L, b.q, b.k, b.v, b.o);
+        kernels::cpu::causal_gqa_attention(shape(), batch, L, b.q, b.k, b.v, b.o, b.scores);
         traits::gemm_nt(ctx, batch * L, d_model_, config_.q_width(), b.o, config_.q_width(), o_proj_.data(),
                         config_.q_width(), out, d_model_);
     }
@@ -84,8 +93,10 @@ public:
                  cache_type& cache) const {
         require(L >= 1 && L <= max_tokens, "self_attention::prefill: prompt of ", L, " tokens must be in [1, max_tokens = ",
                 max_tokens, "]");
+        require(ws.bytes >= workspace_bytes(1, L), "workspace too small for self-attention prefill: has ", ws.bytes,
+                " bytes, needs ", workspace_bytes(1, L));
         workspace_arena arena(ws);
-        const auto b = layout(arena, L);
+        const auto b = layout(arena, L, config_.num_heads * L);
         project_qkv(ctx, L, L, 0, normed, b);
         const auto width = static_cast<std::size_t>(config_.kv_width());
         cache.capacity = max_tokens;
@@ -94,7 +105,7 @@ public:
         traits::copy(ctx, b.k, cache.keys.data(), static_cast<std::size_t>(L) * width);
         traits::copy(ctx, b.v, cache.values.data(), static_cast<std::size_t>(L) * width);
         cache.length = L;
-        kernels::cpu::causal_gqa_attention(shape(), 1, L, b.q, b.k, b.v, b.o);
+        kernels::cpu::causal_gqa_attention(shape(), 1, L, b.q, b.k, b.v, b.o, b.scores);
         traits::gemm_nt(ctx, L, d_model_, config_.q_width(), b.o, config_.q_width(), o_proj_.data(), config_.q_width(), out,
                         d_model_);
     }
@@ -103,15 +114,17 @@ public:
     void step(const context& ctx, const T* normed, T* out, workspace_span ws, cache_type& cache) const {
         require(cache.length > 0 && cache.length < cache.capacity, "self_attention::step: the KV cache holds ", cache.length,
                 " of ", cache.capacity, " tokens (prefill first; a step past max_tokens is refused)");
+        require(ws.bytes >= step_workspace_bytes(cache.capacity), "workspace too small for a self-attention step: has ",
+                ws.bytes, " bytes, needs ", step_workspace_bytes(cache.capacity));
         workspace_arena arena(ws);
-        const auto b = layout(arena, 1);
+        const auto b = layout(arena, 1, config_.num_heads * cache.capacity);
         project_qkv(ctx, 1, 1, cache.length, normed, b);
         const auto width = static_cast<std::size_t>(config_.kv_width());
         const auto at = static_cast<std::size_t>(cache.length) * width;
         traits::copy(ctx, b.k, cache.keys.data() + at, width);
         traits::copy(ctx, b.v, cache.values.data() + at, width);
         ++cache.length;
-        kernels::cpu::decode_gqa_attention(shape(), cache.length, b.q, cache.keys.data(), cache.values.data(), b.o);
+        kernels::cpu::decode_gqa_attention(shape(), cache.length, b.q, cache.keys.data(), cache.values.data(), b.o, b.scores);
         traits::gemm_nt(ctx, 1, d_model_, config_.q_width(), b.o, config_.q_width(), o_proj_.data(), config_.q_width(), out,
                         d_model_);
     }
@@ -122,11 +135,13 @@ private:
         T* k;  // (rows, KV hd)
         T* v;  // (rows, KV hd)
         T* o;  // (rows, H hd)
+        compute_t<T>* scores;  // one row of softmax weights per (sequence, head)
     };
-    buffers layout(workspace_arena& arena, index_t rows) const {
+    buffers layout(workspace_arena& arena, index_t rows, index_t score_entries) const {
         const auto n = static_cast<std::size_t>(rows);
         const auto qw = static_cast<std::size_t>(config_.q_width()), kvw = static_cast<std::size_t>(config_.kv_width());
-        return {arena.take<T>(n * qw), arena.take<T>(n * kvw), arena.take<T>(n * kvw), arena.take<T>(n * qw)};
+        return {arena.take<T>(n * qw), arena.take<T>(n * kvw), arena.take<T>(n * kvw), arena.take<T>(n * qw),
+                arena.take<compute_t<T>>(static_cast<std::size_t>(score_entries))};
     }
     kernels::cpu::gqa_shape shape() const {
         return {config_.num_heads, config_.num_kv_heads, config_.head_dim, config_.rotary_dim, config_.rope_theta,

@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <vector>
 
 #include "transmamba/core/numeric.hpp"
 #include "transmamba/core/parallel.hpp"
@@ -80,33 +79,35 @@ void attend_one(const T* q, const T* keys, const T* values, index_t kv_stride, i
 }
 }  // namespace self_attention_detail
 
-// Causal prefill: q (batch*L, H*hd), k and v (batch*L, KV*hd) already rotated -> out (batch*L, H*hd).
+// Causal prefill: q (batch*L, H*hd), k and v (batch*L, KV*hd) already rotated -> out (batch*L, H*hd);
+// `scores` is scratch of batch * H * L entries (caller-owned: no allocation per call).
 template <class T>
-void causal_gqa_attention(const gqa_shape& s, index_t batch, index_t L, const T* q, const T* k, const T* v, T* out) {
-    using A = compute_t<T>;
+void causal_gqa_attention(const gqa_shape& s, index_t batch, index_t L, const T* q, const T* k, const T* v, T* out,
+                          compute_t<T>* scores_scratch) {
     const index_t qw = s.heads * s.head_dim, kvw = s.kv_heads * s.head_dim, per_kv = s.heads / s.kv_heads;
+    using A = compute_t<T>;
     parallel_for(batch * s.heads, L * L * s.head_dim, [&](index_t item, int) {
         const index_t b = item / s.heads, h = item % s.heads, g = h / per_kv;
-        std::vector<A> scores(static_cast<std::size_t>(L));
+        A* scores = scores_scratch + item * L;
         const T* keys = k + b * L * kvw + g * s.head_dim;
         const T* values = v + b * L * kvw + g * s.head_dim;
         for (index_t i = 0; i < L; ++i)
             self_attention_detail::attend_one(q + (b * L + i) * qw + h * s.head_dim, keys, values, kvw, i + 1, s.head_dim,
-                                              A(s.scale), scores.data(), out + (b * L + i) * qw + h * s.head_dim);
+                                              A(s.scale), scores, out + (b * L + i) * qw + h * s.head_dim);
     });
 }
 
 // One query (H*hd) against a cache of n tokens (n, KV*hd) that already holds the query's own key
-// and value -> out (H*hd).
+// and value -> out (H*hd); `scores` is scratch of H * n entries.
 template <class T>
-void decode_gqa_attention(const gqa_shape& s, index_t n, const T* q, const T* keys, const T* values, T* out) {
+void decode_gqa_attention(const gqa_shape& s, index_t n, const T* q, const T* keys, const T* values, T* out,
+                          compute_t<T>* scores_scratch) {
     using A = compute_t<T>;
     const index_t kvw = s.kv_heads * s.head_dim, per_kv = s.heads / s.kv_heads;
     parallel_for(s.heads, n * s.head_dim * 2, [&](index_t h, int) {
-        std::vector<A> scores(static_cast<std::size_t>(n));
         const index_t g = h / per_kv;
         self_attention_detail::attend_one(q + h * s.head_dim, keys + g * s.head_dim, values + g * s.head_dim, kvw, n,
-                                          s.head_dim, A(s.scale), scores.data(), out + h * s.head_dim);
+                                          s.head_dim, A(s.scale), scores_scratch + h * n, out + h * s.head_dim);
     });
 }
 
