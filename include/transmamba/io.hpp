@@ -10,6 +10,8 @@
 #include "transmamba/io/dtype.hpp"
 #include "transmamba/io/hf_config.hpp"
 #include "transmamba/io/hf_config_model.hpp"
+#include "transmamba/io/hf_hybrid_config.hpp"
+#include "transmamba/io/hybrid_checkpoint.hpp"
 #include "transmamba/io/mamba_ssm_config.hpp"
 #include "transmamba/io/mapped_file.hpp"
 #include "transmamba/io/printable.hpp"

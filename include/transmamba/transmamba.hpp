@@ -5,6 +5,7 @@
 #include "transmamba/backend/cpu.hpp"
 #include "transmamba/backend/cpu/embedding.hpp"
 #include "transmamba/block/block.hpp"
+#include "transmamba/block/hybrid_block.hpp"
 #include "transmamba/block/mixer.hpp"
 #include "transmamba/block/stack.hpp"
 #include "transmamba/core/config.hpp"

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "transmamba/backend/traits.hpp"
+#include "transmamba/block/hybrid_config.hpp"
 #include "transmamba/block/mixer.hpp"
 #include "transmamba/core/config.hpp"
 #include "transmamba/core/tensor_view.hpp"
@@ -18,6 +19,9 @@ struct model_config {
     mixer_config mixer;
     index_t d_ff = 0;        // hidden size of the MLP blocks (unused by mixer-only stacks)
     index_t num_layers = 1;  // repeats of the stack's layer pattern
+    // Which layer is which, for the hybrid pattern (block/hybrid_block.hpp: one entry per layer);
+    // empty for every other pattern.
+    hybrid_config hybrid = {};
 
     // Elements of one repeat of a layer pattern holding a mixer block and, when d_ff > 0, an MLP
     // block (an upper bound for patterns with fewer), checked for overflow.
@@ -33,6 +37,12 @@ struct model_config {
     }
     // Elements of the stack's parameters (the blocks and norm_f).
     index_t parameter_count() const {
+        if (hybrid.enabled()) {
+            index_t n = mixer.d_model;
+            for (std::size_t i = 0; i < hybrid.layers.size(); ++i)
+                n = checked_add(n, hybrid.layer_parameter_count(i, mixer, d_ff), "model_config: parameter count");
+            return n;
+        }
         return checked_add(checked_mul(parameters_per_layer(), num_layers, "model_config: parameters of num_layers = ",
                                        num_layers, " layers"),
                            mixer.d_model, "model_config: parameter count");
@@ -45,6 +55,11 @@ struct model_config {
                 size_limits::layers);
         require(d_ff >= 0, "model_config.d_ff must be non-negative, got ", d_ff);
         require(d_ff <= size_limits::dimension, "model_config.d_ff = ", d_ff, " exceeds the limit ", size_limits::dimension);
+        if (hybrid.enabled()) {
+            require(static_cast<index_t>(hybrid.layers.size()) == num_layers, "model_config: hybrid.layers names ",
+                    hybrid.layers.size(), " layers, but num_layers = ", num_layers);
+            hybrid.validate(mixer, d_ff);
+        }
         (void)parameter_count();
     }
 };

@@ -29,7 +29,7 @@ inline double trained_parameter_value(std::string_view name, double fan_in, doub
         return dt + std::log(-std::expm1(-dt));  // inverse softplus
     }
     if (is("A_log")) return std::log(1.0 + 15.0 * r);
-    if (is("D") || is("norm.weight") || is("norm_f.weight")) return 0.5 + r;
+    if (is("D") || is("norm.weight") || is("norm_f.weight") || is("mlp_norm.weight")) return 0.5 + r;
     return (2 * r - 1) / std::sqrt(fan_in);  // in_proj, out_proj, the MLP, lm_head
 }
 

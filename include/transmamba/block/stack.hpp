@@ -1,7 +1,9 @@
 #pragma once
 // A stack of blocks whose types are chosen at compile time (SPEC.md section 7): a layer pattern is
 // repeated num_layers times and followed by the final RMSNorm (norm_f). Mamba2 checkpoints are the
-// pattern <transmamba_layer>; the paper's models <transmamba_layer, mlp_layer> (1:1).
+// pattern <transmamba_layer>; the paper's models <transmamba_layer, mlp_layer> (1:1). Layer-level
+// hybrid checkpoints (Nemotron-H, Bamba, Granite) are the pattern <hybrid_layer>, whose layers take
+// their kinds from model_config::hybrid at run time (block/hybrid_block.hpp).
 #include <algorithm>
 #include <cstddef>
 #include <string>
@@ -9,6 +11,7 @@
 #include <vector>
 
 #include "transmamba/block/block.hpp"
+#include "transmamba/block/hybrid_block.hpp"
 #include "transmamba/policy/transpoint.hpp"
 
 namespace transmamba {
@@ -24,11 +27,24 @@ struct mlp_layer {
     using block = mlp_block<T, Backend>;
 };
 
+// One layer of a layer-level hybrid: a Mamba2 mixer, self-attention or neither, and an MLP or
+// not, as model_config::hybrid says for its index.
+template <class Policies = paper_policies>
+struct hybrid_layer {
+    template <class T, class Backend>
+    using block = hybrid_block<T, Backend, Policies>;
+};
+
 template <class... Kinds>
 struct layer_pattern {};
 
 using mamba2_pattern = layer_pattern<transmamba_layer<>>;
 using paper_pattern = layer_pattern<transmamba_layer<>, mlp_layer>;
+using hybrid_pattern = layer_pattern<hybrid_layer<>>;
+
+// Blocks whose kind is chosen per layer at run time (hybrid_block).
+template <class Block>
+concept per_layer_block = requires { Block::kind_per_layer; };
 
 template <class T, class Backend, class Pattern>
 class stack;
@@ -43,19 +59,39 @@ public:
     // Blocks that take a TransPoint ("TransMamba layers") per repeat of the pattern.
     static constexpr index_t transpoint_layers_per_group =
         (index_t(0) + ... + index_t(Kinds::template block<T, Backend>::has_transpoint));
+    // A hybrid stack is the one-kind pattern <hybrid_layer>: layer i is block i.
+    static constexpr bool is_hybrid = (per_layer_block<typename Kinds::template block<T, Backend>> || ...);
+    static_assert(!is_hybrid || sizeof...(Kinds) == 1, "a hybrid_layer pattern holds hybrid_layer alone");
 
     explicit stack(const model_config& cfg) : config_(cfg) {
         cfg.validate();
+        if constexpr (is_hybrid) {
+            require(cfg.hybrid.enabled(), "a hybrid_layer stack needs model_config::hybrid (one entry per layer)");
+        } else {
+            require(!cfg.hybrid.enabled(), "model_config::hybrid describes a layer-level hybrid: build it with hybrid_pattern");
+        }
         groups_.reserve(static_cast<std::size_t>(cfg.num_layers));
-        for (index_t i = 0; i < cfg.num_layers; ++i)
-            groups_.emplace_back(typename Kinds::template block<T, Backend>(cfg)...);
+        for (index_t i = 0; i < cfg.num_layers; ++i) {
+            if constexpr (is_hybrid)
+                groups_.emplace_back(typename Kinds::template block<T, Backend>(cfg, i)...);
+            else
+                groups_.emplace_back(typename Kinds::template block<T, Backend>(cfg)...);
+        }
+        if constexpr (is_hybrid) {
+            transpoint_layers_ = cfg.hybrid.count(hybrid_mixer::mamba2);
+            attention_layers_ = cfg.hybrid.count(hybrid_mixer::attention);
+        } else {
+            transpoint_layers_ = cfg.num_layers * transpoint_layers_per_group;
+        }
         norm_f_.resize(cfg.mixer.d_model);
     }
 
     const model_config& config() const { return config_; }
     index_t num_blocks() const { return config_.num_layers * index_t(sizeof...(Kinds)); }
     // How many blocks take a TransPoint: the layer indices a TransPoint policy is asked about.
-    index_t num_transpoint_layers() const { return config_.num_layers * transpoint_layers_per_group; }
+    index_t num_transpoint_layers() const { return transpoint_layers_; }
+    // How many layers are self-attention layers with their own Q/K/V (hybrid stacks only).
+    index_t num_attention_layers() const { return attention_layers_; }
     group& layer_group(index_t i) { return groups_.at(static_cast<std::size_t>(i)); }
     const group& layer_group(index_t i) const { return groups_.at(static_cast<std::size_t>(i)); }
     // (d_model): the final RMSNorm's weight.
@@ -78,8 +114,11 @@ public:
 
     std::size_t workspace_bytes(index_t batch, index_t L) const {
         std::size_t most = 0;
-        std::apply([&](const auto&... blocks) { ((most = std::max(most, blocks.workspace_bytes(batch, L))), ...); },
-                   groups_.front());
+        // A hybrid's layers differ; every other pattern repeats the first group.
+        const std::size_t groups = is_hybrid ? groups_.size() : 1;
+        for (std::size_t i = 0; i < groups; ++i)
+            std::apply([&](const auto&... blocks) { ((most = std::max(most, blocks.workspace_bytes(batch, L))), ...); },
+                       groups_[i]);
         return most;
     }
 
@@ -107,6 +146,7 @@ public:
                 (run_block(blocks, out, points, layer, ws, ctx), ...);
             }, g);
         }
+        (void)layer;
         block_kernel<Backend>::rmsnorm(ctx, batch * L, d, out.data(), norm_f_.data(), config_.mixer.norm_eps, out.data());
     }
 
@@ -124,7 +164,8 @@ public:
     // prefill + steps equal one forward pass over the same tokens with the same policy, up to
     // max_tokens tokens, and no layer ever changes mechanism because of the bound.
     struct decode_state {
-        std::vector<mixer_decode_state<T, Backend>> layers;
+        std::vector<mixer_decode_state<T, Backend>> layers;  // one per TransMamba (Mamba2) layer
+        std::vector<self_attention_cache<T, Backend>> attention;  // one per attention layer (hybrids)
         index_t position = 0;    // tokens consumed so far
         index_t max_tokens = 0;  // the bound prefill() was given
     };
@@ -133,9 +174,9 @@ public:
     // max over layers of min(P, max_tokens). 0 when every layer is an SSM layer from the start.
     template <transpoint_policy Policy>
     index_t cache_capacity(const Policy& policy, index_t max_tokens) const {
-        index_t most = 0;
+        index_t most = attention_layers_ > 0 ? max_tokens : 0;  // an attention layer caches every token
         for (index_t i = 0; i < num_transpoint_layers(); ++i) most = std::max(most, resolve_transpoint(policy, i, max_tokens));
-        return most;
+        return std::min(most, max_tokens);
     }
 
     // Workspace for prefill() over `prompt_len` tokens and every later step(), when no layer's KV
@@ -143,9 +184,11 @@ public:
     // It does not grow with max_tokens itself: a pure-SSM session of any length needs the same.
     std::size_t decode_workspace_bytes(index_t prompt_len, index_t cache_tokens) const {
         std::size_t most = workspace_arena::alignment;
-        std::apply([&](const auto&... blocks) {
-            ((most = std::max(most, block_decode_bytes(blocks, prompt_len, cache_tokens))), ...);
-        }, groups_.front());
+        const std::size_t groups = is_hybrid ? groups_.size() : 1;
+        for (std::size_t i = 0; i < groups; ++i)
+            std::apply([&](const auto&... blocks) {
+                ((most = std::max(most, block_decode_bytes(blocks, prompt_len, cache_tokens))), ...);
+            }, groups_[i]);
         return most;
     }
 
@@ -160,13 +203,15 @@ public:
         for (index_t i = 0; i < num_transpoint_layers(); ++i)
             points[std::size_t(i)] = resolve_transpoint(policy, i, max_tokens);
         st.layers.resize(points.size());
+        st.attention.clear();
+        st.attention.resize(static_cast<std::size_t>(attention_layers_));
         st.position = 0;
         st.max_tokens = max_tokens;
         backend_traits<Backend>::copy(ctx, u.data(), out.data(), static_cast<std::size_t>(u.size()));
-        index_t layer = 0;
+        layer_counters at;
         for (const auto& g : groups_)
             std::apply([&](const auto&... blocks) {
-                (prefill_block(blocks, out, points, max_tokens, layer, ws, st, ctx), ...);
+                (prefill_block(blocks, out, points, max_tokens, at, ws, st, ctx), ...);
             }, g);
         block_kernel<Backend>::rmsnorm(ctx, L, d, out.data(), norm_f_.data(), config_.mixer.norm_eps, out.data());
         st.position = L;
@@ -177,18 +222,34 @@ public:
     void step(tensor_view<T, 1> hidden, workspace_span ws, decode_state& st, const context& ctx = {}) const {
         const index_t d = config_.mixer.d_model;
         expect_shape(hidden, "hidden", {d});
-        require(static_cast<index_t>(st.layers.size()) == num_transpoint_layers() && st.position > 0,
+        require(static_cast<index_t>(st.layers.size()) == num_transpoint_layers() &&
+                    static_cast<index_t>(st.attention.size()) == attention_layers_ && st.position > 0,
                 "decode_state was not prepared by prefill() for this stack");
         require(st.position < st.max_tokens, "decoding step at position ", st.position, " would exceed max_tokens = ",
                 st.max_tokens, " (the bound the TransPoints were resolved for); start a session with a larger max_tokens");
-        index_t layer = 0;
+        layer_counters at;
         for (const auto& g : groups_)
-            std::apply([&](const auto&... blocks) { (step_block(blocks, hidden, layer, ws, st, ctx), ...); }, g);
+            std::apply([&](const auto&... blocks) { (step_block(blocks, hidden, at, ws, st, ctx), ...); }, g);
         block_kernel<Backend>::rmsnorm(ctx, 1, d, hidden.data(), norm_f_.data(), config_.mixer.norm_eps, hidden.data());
         ++st.position;
     }
 
 private:
+    // The next TransMamba layer's and the next attention layer's index while walking the blocks.
+    struct layer_counters {
+        index_t transpoint = 0;
+        index_t attention = 0;
+    };
+    // A hybrid layer's decode states: its Mamba2 state or its KV cache (null when it has none).
+    template <class Block>
+    static void with_hybrid_states(const Block& block, layer_counters& at, decode_state& st, auto&& body) {
+        auto* m = block.takes_transpoint() ? &st.layers[static_cast<std::size_t>(at.transpoint)] : nullptr;
+        auto* a = block.has_attention() ? &st.attention[static_cast<std::size_t>(at.attention)] : nullptr;
+        body(m, a, at.transpoint);
+        at.transpoint += block.takes_transpoint();
+        at.attention += block.has_attention();
+    }
+
     template <class Block>
     static std::size_t block_decode_bytes(const Block& block, index_t prompt_len, index_t cache_tokens) {
         if constexpr (Block::has_transpoint) return block.decode_workspace_bytes(prompt_len, cache_tokens);
@@ -196,20 +257,27 @@ private:
     }
     template <class Block>
     static void prefill_block(const Block& block, tensor_view<T, 3> hidden, const std::vector<index_t>& points,
-                              index_t max_tokens, index_t& layer, workspace_span ws, decode_state& st,
+                              index_t max_tokens, layer_counters& at, workspace_span ws, decode_state& st,
                               const context& ctx) {
-        if constexpr (Block::has_transpoint) {
-            const auto i = static_cast<std::size_t>(layer++);
+        if constexpr (per_layer_block<Block>) {
+            with_hybrid_states(block, at, st, [&](auto* m, auto* a, index_t i) {
+                const index_t P = block.takes_transpoint() ? points[static_cast<std::size_t>(i)] : 0;
+                block.prefill(hidden, P, max_tokens, ws, m, a, ctx);
+            });
+        } else if constexpr (Block::has_transpoint) {
+            const auto i = static_cast<std::size_t>(at.transpoint++);
             block.prefill(hidden, points[i], max_tokens, ws, st.layers[i], ctx);
         } else {
             block.forward(hidden, 0, ws, ctx);
         }
     }
     template <class Block>
-    static void step_block(const Block& block, tensor_view<T, 1> hidden, index_t& layer, workspace_span ws,
+    static void step_block(const Block& block, tensor_view<T, 1> hidden, layer_counters& at, workspace_span ws,
                            decode_state& st, const context& ctx) {
-        if constexpr (Block::has_transpoint) {
-            block.step(hidden, ws, st.layers[static_cast<std::size_t>(layer++)], ctx);
+        if constexpr (per_layer_block<Block>) {
+            with_hybrid_states(block, at, st, [&](auto* m, auto* a, index_t) { block.step(hidden, ws, m, a, ctx); });
+        } else if constexpr (Block::has_transpoint) {
+            block.step(hidden, ws, st.layers[static_cast<std::size_t>(at.transpoint++)], ctx);
         } else {
             block.forward(tensor_view<T, 3>(hidden.data(), {1, 1, hidden.extent(0)}), 0, ws, ctx);
         }
@@ -218,7 +286,10 @@ private:
     template <class Block>
     static void run_block(const Block& block, tensor_view<T, 3> hidden, const std::vector<index_t>& points,
                           index_t& layer, workspace_span ws, const context& ctx) {
-        if constexpr (Block::has_transpoint) {
+        if constexpr (per_layer_block<Block>) {
+            const index_t P = block.takes_transpoint() ? points[static_cast<std::size_t>(layer++)] : 0;
+            block.forward(hidden, P, ws, ctx);
+        } else if constexpr (Block::has_transpoint) {
             block.forward(hidden, points[static_cast<std::size_t>(layer++)], ws, {}, ctx);
         } else {
             block.forward(hidden, 0, ws, ctx);
@@ -227,6 +298,8 @@ private:
 
     model_config config_;
     std::vector<group> groups_;
+    index_t transpoint_layers_ = 0;
+    index_t attention_layers_ = 0;
     typename backend_traits<Backend>::template buffer<T> norm_f_;
 };
 

@@ -65,6 +65,7 @@ public:
         for (const auto& s : state_.layers)
             n += s.window.size() * sizeof(s.window.data()[0]) + s.keys.size() * sizeof(T) + s.values.size() * sizeof(T) +
                  s.dts.size() * sizeof(s.dts.data()[0]) + s.state.size() * sizeof(s.state.data()[0]);
+        for (const auto& c : state_.attention) n += (c.keys.size() + c.values.size()) * sizeof(T);  // hybrids' attention layers
         return n;
     }
     // The part of state_bytes() in the KV caches (keys, values, dt of the layers below their TransPoint).

@@ -284,8 +284,11 @@ inline hf_mamba2_config parse_hf_mamba2_config(std::string_view text, const std:
 
     io_detail::field_reader r(root, source);
     hf_mamba2_config c;
-    if (const auto model_type = r.string("model_type"); model_type && *model_type != "mamba2")
-        r.bad("model_type", "= \"", printable(*model_type), "\": only \"mamba2\" checkpoints are supported");
+    if (const auto model_type = r.string("model_type"); model_type && *model_type != "mamba2") {
+        const bool hybrid = *model_type == "nemotron_h" || *model_type == "bamba" || *model_type == "granitemoehybrid";
+        r.bad("model_type", "= \"", printable(*model_type), "\": only \"mamba2\" checkpoints are supported here",
+              hybrid ? " (this layer-level hybrid loads with load_hybrid_checkpoint, io/hybrid_checkpoint.hpp)" : "");
+    }
     // Sizes: the library's limits (core/config.hpp, which every config's validate() applies), read
     // here to name the config.json field; products of them are checked by validate() below.
     constexpr index_t big = size_limits::dimension;

@@ -22,7 +22,7 @@ inline language_model_config hf_mamba2_config::model_config() const {
     m.dt_max = time_step_limit[1];
     m.norm_eps = layer_norm_epsilon;
     language_model_config c;
-    c.backbone = transmamba::model_config{m, /*d_ff=*/0, num_hidden_layers};
+    c.backbone = transmamba::model_config{m, /*d_ff=*/0, num_hidden_layers, {}};
     c.vocab_size = vocab_size;
     c.tie_word_embeddings = tie_word_embeddings;
     return c;

@@ -38,6 +38,9 @@ struct language_model_config {
     model_config backbone;          // mixer sizes, num_layers (repeats of the layer pattern), d_ff
     index_t vocab_size = 0;
     bool tie_word_embeddings = true;  // the LM head reuses the embedding matrix
+    // Granite's scalings: hidden = embeddings[ids] * embedding_multiplier, logits = (h W^T) / logits_divisor.
+    double embedding_multiplier = 1.0;
+    double logits_divisor = 1.0;
 
     // Elements of the embeddings (and of the LM head: as many).
     index_t embedding_count() const {
@@ -55,6 +58,10 @@ struct language_model_config {
         require(vocab_size > 0, "language_model_config.vocab_size must be positive, got ", vocab_size);
         require(vocab_size <= size_limits::vocab, "language_model_config.vocab_size = ", vocab_size, " exceeds the limit ",
                 size_limits::vocab);
+        require(std::isfinite(embedding_multiplier) && embedding_multiplier > 0.0,
+                "language_model_config.embedding_multiplier must be a finite positive number, got ", embedding_multiplier);
+        require(std::isfinite(logits_divisor) && logits_divisor > 0.0,
+                "language_model_config.logits_divisor must be a finite positive number, got ", logits_divisor);
         (void)parameter_count();
     }
 };
@@ -75,6 +82,8 @@ public:
         const auto n = static_cast<std::size_t>(config_.embedding_count());
         embeddings_.resize(n);
         if (!cfg.tie_word_embeddings) lm_head_.resize(n);
+        require(traits::host_accessible || (cfg.embedding_multiplier == 1.0 && cfg.logits_divisor == 1.0),
+                "language_model: an embedding multiplier or logits divisor (Granite) runs on the CPU backend only");
     }
 
     const language_model_config& config() const { return config_; }
@@ -181,11 +190,23 @@ public:
     // hidden (rows, d_model) = embeddings[ids], ids in the backend's memory and already checked;
     void embed(const context& ctx, index_t rows, const std::int64_t* ids, T* hidden) const {
         embedding_kernel<Backend>::gather(ctx, rows, d_model(), ids, embeddings_.data(), hidden);
+        if constexpr (traits::host_accessible) {
+            if (config_.embedding_multiplier != 1.0) {
+                const auto m = static_cast<compute_t<T>>(config_.embedding_multiplier);
+                for (index_t i = 0; i < rows * d_model(); ++i) hidden[i] = T(compute_t<T>(hidden[i]) * m);
+            }
+        }
     }
     // logits (rows, vocab) = normed_hidden (rows, d_model) * lm_head^T, normed_hidden after norm_f.
     void project(const context& ctx, index_t rows, const T* normed_hidden, logits_type* logits) const {
         traits::gemm_nt(ctx, rows, vocab_size(), d_model(), normed_hidden, d_model(), lm_head().data(), d_model(), logits,
                         vocab_size());
+        if constexpr (traits::host_accessible) {
+            if (config_.logits_divisor != 1.0) {
+                const auto inv = static_cast<logits_type>(config_.logits_divisor);
+                for (index_t i = 0; i < rows * vocab_size(); ++i) logits[i] /= inv;
+            }
+        }
     }
 
 private:
