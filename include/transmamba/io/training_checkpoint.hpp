@@ -28,7 +28,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "transmamba/backend/cpu.hpp"  // the optimizer state lives in host memory
+#include "transmamba/transmamba.hpp"  // the CPU backend: the optimizer state lives in host memory
 #include "transmamba/core/error.hpp"
 #include "transmamba/io/checkpoint.hpp"
 #include "transmamba/io/hf_config.hpp"

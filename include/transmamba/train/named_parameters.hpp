@@ -21,20 +21,29 @@ struct named_span {
     std::vector<index_t> shape;
 };
 
-// The parameters of `module` (anything with for_each_parameter(name, buffer, shape), in host memory:
-// the CPU backend) as spans into its buffers. The spans stay valid while the module's buffers are
-// not resized.
+// The parameters of `module` (anything with for_each_parameter(name, buffer, shape) in host memory:
+// the CPU backend; a model, or its gradients) as spans of T into its buffers, T the buffers' element
+// type (const for a read-only view). The spans stay valid while the module's buffers are not resized.
+template <class T, class Module>
+std::vector<named_span<T>> named_parameters(Module& module) {
+    std::vector<named_span<T>> out;
+    module.for_each_parameter([&](const auto& name, auto& buf, const std::vector<index_t>& shape) {
+        using E = std::remove_reference_t<decltype(*buf.data())>;
+        static_assert(std::is_same_v<std::remove_const_t<E>, std::remove_const_t<T>>,
+                      "named_parameters<T>: T is not the element type of the module's buffers");
+        out.push_back({std::string(name), std::span<T>(buf.data(), buf.size()), shape});
+    });
+    return out;
+}
+
+// The same for a model, its element type taken from the model (const for a const model).
 template <class Module>
+    requires requires { typename std::remove_const_t<Module>::value_type; }
 auto named_parameters(Module& module) {
     static_assert(backend_traits<typename std::remove_const_t<Module>::backend>::host_accessible,
                   "named_parameters: the optimizer runs on host memory (the CPU backend)");
-    using T = std::remove_reference_t<decltype(*std::declval<typename std::remove_const_t<Module>::buffer&>().data())>;
-    using element = std::conditional_t<std::is_const_v<Module>, const T, T>;
-    std::vector<named_span<element>> out;
-    module.for_each_parameter([&](const auto& name, auto& buf, const std::vector<index_t>& shape) {
-        out.push_back({std::string(name), std::span<element>(buf.data(), buf.size()), shape});
-    });
-    return out;
+    using T = typename std::remove_const_t<Module>::value_type;
+    return named_parameters<std::conditional_t<std::is_const_v<Module>, const T, T>>(module);
 }
 
 inline std::string dims_text(const std::vector<index_t>& shape) {

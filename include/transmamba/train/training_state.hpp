@@ -4,15 +4,21 @@
 // clipping norm), and where it stands (the weights, both moments, the update count, the data
 // stream's position). io/training_checkpoint.hpp saves and restores exactly this; train/trainer.hpp
 // advances it.
+#include <cmath>
 #include <cstdint>
+#include <numbers>
+#include <string>
+#include <type_traits>
 #include <utility>
+#include <vector>
 
-#include "transmamba/backend/cpu.hpp"
+#include "transmamba/transmamba.hpp"  // the CPU backend: the loop runs on host memory
 #include "transmamba/block/random_init.hpp"
 #include "transmamba/core/error.hpp"
 #include "transmamba/core/numeric.hpp"
 #include "transmamba/model/language_model.hpp"
 #include "transmamba/policy/transpoint_schedule.hpp"
+#include "transmamba/tasks/stream_rng.hpp"
 #include "transmamba/tasks/task.hpp"
 #include "transmamba/train/adamw.hpp"
 #include "transmamba/train/lr_schedule.hpp"
@@ -48,6 +54,31 @@ struct training_config {
     }
 };
 
+// The initial weights of a run: block/random_init.hpp's ranges (projections and the conv as PyTorch
+// initialises Linear / Conv1d, U(-1, 1) / sqrt(fan_in); dt and A as Mamba2 initialises them), except
+// what Mamba2's _init_weights sets for training from scratch: the embeddings (and an untied LM head)
+// ~ N(0, 0.02^2), so that the first logits are small and the first loss is about log(vocab) (with
+// U(-1, 1) embeddings a d_model-64 model starts near 20 nats); the norms' weights and D at 1. The
+// normal draws are Box-Muller over tasks/stream_rng.hpp, the same with every standard library.
+template <class Model>
+void initialize_for_training(Model& model, std::uint64_t seed) {
+    randomize(model, seed);
+    stream_rng rng(seed, ~std::uint64_t(0));
+    const auto unit = [&] { return (double(rng.next() >> 11) + 0.5) * 0x1p-53; };  // in (0, 1)
+    model.for_each_parameter([&](const std::string& name, auto& buf, const std::vector<index_t>&) {
+        using E = std::remove_reference_t<decltype(*buf.data())>;
+        const bool table = train_detail::has_leaf(name, "embeddings.weight") || name == "lm_head.weight";
+        const bool one = train_detail::has_leaf(name, "norm.weight") || train_detail::has_leaf(name, "norm_f.weight") ||
+                         train_detail::has_leaf(name, "D");
+        if (!table && !one) return;
+        std::vector<E> host(buf.size());
+        for (auto& v : host)
+            v = one ? E(1) : E(0.02 * std::sqrt(-2.0 * std::log(unit())) * std::cos(2.0 * std::numbers::pi * unit()));
+        backend_traits<typename Model::backend>::copy_from_host(host.data(), buf.data(), host.size(), {});
+    });
+    backend_traits<typename Model::backend>::synchronize({});
+}
+
 template <class T = float, class Backend = cpu, class Pattern = mamba2_pattern>
 struct training_state {
     using value_type = T;
@@ -60,11 +91,11 @@ struct training_state {
     std::int64_t step = 0;            // updates done
     std::uint64_t batches_drawn = 0;  // the data stream's position; its seed is config.seed
 
-    // A new run: weights from config.seed, zero moments, nothing drawn.
+    // A new run: weights from config.seed (initialize_for_training), zero moments, nothing drawn.
     static training_state fresh(const training_config& config) {
         config.validate();
         model_type model(config.model);
-        randomize(model, config.seed);
+        initialize_for_training(model, config.seed);
         optimizer_type optimizer(config.adamw, named_parameters(model));
         return training_state{config, std::move(model), std::move(optimizer), 0, 0};
     }
