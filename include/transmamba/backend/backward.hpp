@@ -19,4 +19,14 @@ struct scan_backward_kernel;
 template <class Converter, class Backend>
 struct converter_backward_kernel;
 
+// The row-wise pieces of the blocks, backward: RMSNorm (the blocks' pre-norms and norm_f) and SwiGLU.
+template <class Backend>
+struct block_backward_kernel;
+// The embedding gather's backward: a scatter-add of rows into the table, deterministic.
+template <class Backend>
+struct embedding_backward_kernel;
+// Cross-entropy over the vocabulary per token, with its gradient with respect to the logits.
+template <class Backend>
+struct loss_kernel;
+
 }  // namespace transmamba

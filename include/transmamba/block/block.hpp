@@ -64,6 +64,8 @@ public:
 
     mixer_type& mixer_layer() { return mixer_; }
     const mixer_type& mixer_layer() const { return mixer_; }
+    // (d_model): the pre-norm's weight (block_training reads it).
+    const typename backend_traits<Backend>::template buffer<T>& norm_weight() const { return norm_weight_; }
 
     // Parameters under their checkpoint names relative to the block ("norm.weight",
     // "mixer.in_proj.weight", ...).
@@ -186,7 +188,15 @@ public:
         });
     }
 
+    index_t d_model() const { return d_model_; }
     index_t d_ff() const { return d_ff_; }
+    double norm_eps() const { return eps_; }
+    // The weights, read-only (block_training reads them): norm (d_model), gate and up (d_ff,
+    // d_model), down (d_model, d_ff).
+    const buffer& norm_weight() const { return norm_weight_; }
+    const buffer& gate_proj() const { return gate_proj_; }
+    const buffer& up_proj() const { return up_proj_; }
+    const buffer& down_proj() const { return down_proj_; }
 
     template <class F>
     void for_each_parameter(F&& f) {

@@ -57,6 +57,9 @@ public:
     // How many blocks take a TransPoint: the layer indices a TransPoint policy is asked about.
     index_t num_transpoint_layers() const { return config_.num_layers * transpoint_layers_per_group; }
     group& layer_group(index_t i) { return groups_.at(static_cast<std::size_t>(i)); }
+    const group& layer_group(index_t i) const { return groups_.at(static_cast<std::size_t>(i)); }
+    // (d_model): the final RMSNorm's weight.
+    const typename backend_traits<Backend>::template buffer<T>& norm_f() const { return norm_f_; }
 
     // Every parameter with its checkpoint name ("layers.{i}.mixer.in_proj.weight", ...,
     // "norm_f.weight"); block i counts blocks of every kind in order.
