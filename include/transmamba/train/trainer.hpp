@@ -2,7 +2,8 @@
 // The training loop, one update at a time (docs/training.md, "The loop"):
 //
 //   batch   = make_batch(task, seed, batches_drawn++)           tasks/task.hpp: a function of (seed, k)
-//   loss    = forward + backward of the model on the batch      the mean cross-entropy over the scored targets
+//   loss    = forward + backward of the model on the batch      model/language_model_backward.hpp: the mean
+//                                                                cross-entropy over the scored targets
 //   N       = global_norm(grads);  c = min(1, clip / (N + 1e-6)) train/grad_clip.hpp
 //   lr      = schedule.at(step)                                  train/lr_schedule.hpp
 //   adamw.step(params, grads, lr, c);  ++step                   train/adamw.hpp
@@ -16,10 +17,9 @@
 #include <vector>
 
 #include "transmamba/core/error.hpp"
-#include "transmamba/core/workspace.hpp"
+#include "transmamba/training.hpp"  // the CPU backward kernels and language_model_training
 #include "transmamba/tasks/task.hpp"
 #include "transmamba/train/grad_clip.hpp"
-#include "transmamba/train/lm_loss.hpp"
 #include "transmamba/train/training_state.hpp"
 
 namespace transmamba {
@@ -38,9 +38,11 @@ template <class T = float, class Backend = cpu, class Pattern = mamba2_pattern>
 class trainer {
 public:
     using state_type = training_state<T, Backend, Pattern>;
-    using loss_type = lm_loss<T, Backend, Pattern>;
+    using training_type = language_model_training<T, Backend, Pattern>;
+    using grads_type = model_grads<T, Backend, Pattern>;
 
-    explicit trainer(state_type state) : state_(std::move(state)), loss_(state_.model) {}
+    explicit trainer(state_type state)
+        : state_(std::move(state)), training_(loss_options{ignore_id}), grads_(state_.model.config()) {}
 
     state_type& state() { return state_; }
     const state_type& state() const { return state_; }
@@ -52,12 +54,13 @@ public:
         require(!done(), "training: the run is complete (", c.steps, " steps)");
         const token_batch batch = make_batch(c.task, c.seed, state_.batches_drawn, c.batch);
         ++state_.batches_drawn;
-        const auto measured = loss_.forward_backward(state_.model, c.schedule, batch);
-        const auto grads = loss_.gradients();
+        const loss_stats measured =
+            training_.forward_backward(state_.model, batch.id_view(), batch.target_view(), c.schedule, grads_);
+        const auto grads = named_parameters<const T>(std::as_const(grads_));
         step_report r;
         r.loss = measured.loss;
-        r.accuracy = measured.scored ? double(measured.correct) / double(measured.scored) : 0.0;
-        r.scored = measured.scored;
+        r.accuracy = double(measured.correct) / double(measured.counted);
+        r.scored = measured.counted;
         r.tokens = batch.batch * batch.length;
         r.grad_norm = global_norm(grads);
         r.lr = c.lr.at(state_.step);
@@ -68,7 +71,8 @@ public:
 
 private:
     state_type state_;
-    loss_type loss_;
+    training_type training_;
+    grads_type grads_;
 };
 
 }  // namespace transmamba
