@@ -105,6 +105,12 @@ file(MAKE_DIRECTORY "${WORK}/empty")
 expect_error("holds no training run" "${PROGRAM}" train --out "${WORK}/empty" --resume)
 expect_error("cannot hold" "${PROGRAM}" train --out "${WORK}/bad" --task mqar --seq-len 8 --pairs 4 --steps 1)
 expect_error("--steps" "${PROGRAM}" train --out "${WORK}/bad" --steps 0)
+expect_error("writing it would destroy" "${PROGRAM}" train --out "${WORK}/run" --resume --metrics "${WORK}/run/model.safetensors")
+file(WRITE "${WORK}/rope.json" "{\"hidden_size\": 32, \"state_size\": 16, \"num_heads\": 4, \"head_dim\": 16, \"n_groups\": 1, \"expand\": 2, \"num_hidden_layers\": 1, \"vocab_size\": 64, \"tie_word_embeddings\": true, \"transmamba\": {\"version\": 1, \"kind\": \"fixed\", \"transpoints\": [8], \"attention\": \"rope\"}}")
+expect_error("attention variant" "${PROGRAM}" train --out "${WORK}/bad" --config "${WORK}/rope.json" --steps 1)
+file(WRITE "${WORK}/plain.json" "{\"hidden_size\": 32, \"state_size\": 16, \"num_heads\": 4, \"head_dim\": 16, \"n_groups\": 1, \"expand\": 2, \"num_hidden_layers\": 1, \"vocab_size\": 64, \"tie_word_embeddings\": true, \"chunk_size\": 16}")
+expect_ok("${PROGRAM}" train --out "${WORK}/from_config" --config "${WORK}/plain.json" --transpoint 6 --steps 2 --batch 2 --seq-len 16 --pairs 2 --threads 1)
+expect_error("excludes" "${PROGRAM}" train --out "${WORK}/bad" --config "${WORK}/plain.json" --d-model 64 --steps 1)
 
 # Bytes of a text file.
 file(WRITE "${WORK}/text.txt" "the quick brown fox jumps over the lazy dog; the quick brown fox jumps over the lazy dog.\n")

@@ -63,6 +63,10 @@ inline training_config train_config(const train_args& a) {
         const hf_mamba2_config h = read_hf_mamba2_config(a.config);
         validate_model_config(h, a.config.string());
         c.model = h.model_config();
+        using attention = typename checkpoint_pattern<mamba2_pattern>::policies::attention;
+        require(!h.transmamba || h.transmamba->attention == attention_spec::of<attention>(h.state_size), "--config '",
+                a.config.string(), "' asks for the attention variant \"", h.transmamba ? h.transmamba->attention.name() : "",
+                "\", but train runs the paper's (\"", attention_spec::of<attention>(h.state_size).name(), "\")");
         c.schedule = a.model.points.resolve(h.transmamba ? h.transmamba->schedule : transpoint_schedule::fixed(0),
                                             c.model.backbone.num_layers);
         require(c.model.vocab_size >= task_vocab_size(c.task), "--config '", a.config.string(), "' has vocab_size ",
@@ -131,7 +135,13 @@ inline int train(const train_args& a) {
                 training_state_file, "): pass --resume to continue it or --force to replace it");
         loaded.emplace(training_state<float>::fresh(config));
     }
-    if (!a.metrics.empty()) check_output_file("--metrics", a.metrics, {});
+    if (!a.metrics.empty()) {
+        std::vector<protected_file> kept{{a.out / training_state_file, "the training state in --out"},
+                                         {a.out / "config.json", "a file of the --out checkpoint"},
+                                         {a.out / "model.safetensors", "a file of the --out checkpoint"}};
+        if (!a.text.empty()) kept.push_back({a.text, "the --text file"});
+        check_output_file("--metrics", a.metrics, kept);
+    }
     trainer<float> run(std::move(*loaded));
     const training_config& c = run.state().config;
 

@@ -48,12 +48,12 @@ public:
     const state_type& state() const { return state_; }
     bool done() const { return state_.step >= state_.config.steps; }
 
-    // One update. Throws (changing nothing but the data position) when the gradients are not finite.
+    // One update. A step that throws (a non-finite loss or gradient) changes nothing, the data
+    // position included.
     step_report step() {
         const training_config& c = state_.config;
         require(!done(), "training: the run is complete (", c.steps, " steps)");
         const token_batch batch = make_batch(c.task, c.seed, state_.batches_drawn, c.batch);
-        ++state_.batches_drawn;
         const loss_stats measured =
             training_.forward_backward(state_.model, batch.id_view(), batch.target_view(), c.schedule, grads_);
         const auto grads = named_parameters<const T>(std::as_const(grads_));
@@ -65,6 +65,7 @@ public:
         r.grad_norm = global_norm(grads);
         r.lr = c.lr.at(state_.step);
         state_.optimizer.step(named_parameters(state_.model), grads, r.lr, clip_scale(r.grad_norm, c.clip_norm));
+        ++state_.batches_drawn;
         r.step = ++state_.step;
         return r;
     }
