@@ -127,7 +127,8 @@ TEST_CASE("bytes: windows of the file, each target the next byte") {
         const auto at = text.find(window);
         REQUIRE(at != std::string::npos);
         offsets.insert(at);
-        for (index_t t = 0; t < 20; ++t) CHECK(b.targets[std::size_t(r * 20 + t)] == std::int64_t(std::uint8_t(text[at + std::size_t(t) + 1])));
+        for (index_t t = 0; t < 20; ++t)
+            CHECK(b.targets[std::size_t(r * 20 + t)] == std::int64_t(std::uint8_t(text[at + std::size_t(t) + 1])));
     }
     CHECK(offsets.size() > 1);
     CHECK(b.scored() == 16 * 20);

@@ -61,7 +61,8 @@ TEST_CASE("trainer: the same seed gives the same run, bit for bit") {
     CHECK(same_bits(weights_of(a.state()), weights_of(b.state())));
     // Every parameter moved (each one gets a gradient), and the run is not a no-op.
     const auto final_weights = weights_of(a.state());
-    for (std::size_t i = 0; i < initial.size(); ++i) CHECK_MESSAGE(initial[i] != final_weights[i], named_parameters(a.state().model)[i].name);
+    const auto names = named_parameters(a.state().model);
+    for (std::size_t i = 0; i < initial.size(); ++i) CHECK_MESSAGE(initial[i] != final_weights[i], names[i].name);
     // Another seed is another run.
     auto other = c;
     other.seed = 4;

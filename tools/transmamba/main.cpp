@@ -192,7 +192,8 @@ int main(int argc, char** argv) {
 
     train_args train_a;
     bool train_quiet = false, train_untied = false;
-    auto* train_cmd = app.add_subcommand("train", "train a model on a generated task (MQAR, selective copying) or a text file's bytes, on the CPU");
+    auto* train_cmd = app.add_subcommand(
+        "train", "train a model on a generated task (MQAR, selective copying) or a text file's bytes, on the CPU");
     train_cmd->add_option("--out", train_a.out, "checkpoint directory: the training state and the model files run/generate load")
         ->required();
     auto* resume = train_cmd->add_flag("--resume", train_a.resume, "continue the run saved in --out (its model, task and settings)");
@@ -235,12 +236,14 @@ int main(int argc, char** argv) {
     run_settings.push_back(integer_option<index_t>(*train_cmd, "--warmup", train_a.warmup,
                                                    "linear warm-up updates (default: steps / 10)", 0, index_max));
     run_settings.push_back(train_cmd->add_option("--lr", train_a.lr, "peak learning rate")->capture_default_str());
-    run_settings.push_back(train_cmd->add_option("--final-lr", train_a.final_lr, "learning rate at the end of the cosine (default: lr / 10)"));
+    run_settings.push_back(
+        train_cmd->add_option("--final-lr", train_a.final_lr, "learning rate at the end of the cosine (default: lr / 10)"));
     run_settings.push_back(train_cmd->add_option("--weight-decay", train_a.weight_decay,
                                                  "AdamW's decoupled decay of the weight matrices")->capture_default_str());
     run_settings.push_back(train_cmd->add_option("--beta1", train_a.beta1, "AdamW beta1")->capture_default_str());
     run_settings.push_back(train_cmd->add_option("--beta2", train_a.beta2, "AdamW beta2")->capture_default_str());
-    run_settings.push_back(train_cmd->add_option("--clip", train_a.clip, "clip gradients to this global norm (0: off)")->capture_default_str());
+    run_settings.push_back(
+        train_cmd->add_option("--clip", train_a.clip, "clip gradients to this global norm (0: off)")->capture_default_str());
     run_settings.push_back(integer_option<std::uint64_t>(*train_cmd, "--seed", train_a.model.seed, "weights and data seed", 0,
                                                          std::numeric_limits<std::uint64_t>::max()));
     for (const char* flag : {"--transpoint", "--schedule", "--cyclic-schedule"}) run_settings.push_back(train_cmd->get_option(flag));

@@ -139,7 +139,8 @@ inline int train(const train_args& a) {
         std::vector<protected_file> kept{{a.out / training_state_file, "the training state in --out"},
                                          {a.out / "config.json", "a file of the --out checkpoint"},
                                          {a.out / "model.safetensors", "a file of the --out checkpoint"}};
-        if (!a.text.empty()) kept.push_back({a.text, "the --text file"});
+        if (const auto* bytes = std::get_if<byte_lm_task>(&loaded->config.task))
+            kept.push_back({bytes->path, "the text file the run models"});
         check_output_file("--metrics", a.metrics, kept);
     }
     trainer<float> run(std::move(*loaded));

@@ -53,7 +53,10 @@ inline nlohmann::json task_to_json(const training_task& task) {
             } else if constexpr (std::is_same_v<Task, selective_copying_task>) {
                 j.update({{"vocab", t.vocab}, {"length", t.length}, {"tokens", t.tokens}});
             } else {
-                j.update({{"path", t.path.string()}, {"length", t.length}, {"size", t.size()}, {"fnv1a", t.hash()}});
+                // Absolute, so that a resume from another directory reads the same file.
+                std::error_code ec;
+                const auto path = std::filesystem::absolute(t.path, ec);
+                j.update({{"path", (ec ? t.path : path).string()}, {"length", t.length}, {"size", t.size()}, {"fnv1a", t.hash()}});
             }
             return j;
         },
@@ -85,8 +88,10 @@ inline nlohmann::json training_config_to_json(const training_config& c) {
             {"steps", c.steps},
             {"batch", c.batch},
             {"seed", c.seed},
-            {"lr", {{"peak", c.lr.peak}, {"floor", c.lr.floor}, {"warmup_steps", c.lr.warmup_steps}, {"total_steps", c.lr.total_steps}}},
-            {"adamw", {{"beta1", c.adamw.beta1}, {"beta2", c.adamw.beta2}, {"eps", c.adamw.eps}, {"weight_decay", c.adamw.weight_decay}}},
+            {"lr",
+             {{"peak", c.lr.peak}, {"floor", c.lr.floor}, {"warmup_steps", c.lr.warmup_steps}, {"total_steps", c.lr.total_steps}}},
+            {"adamw",
+             {{"beta1", c.adamw.beta1}, {"beta2", c.adamw.beta2}, {"eps", c.adamw.eps}, {"weight_decay", c.adamw.weight_decay}}},
             {"clip_norm", c.clip_norm}};
 }
 
