@@ -1,4 +1,4 @@
-// transmamba: run, generate with and create TransMamba / Mamba2 checkpoints from the command line.
+// transmamba: run, generate with, create and train TransMamba / Mamba2 checkpoints from the command line.
 #include <CLI/CLI.hpp>
 
 #include <unistd.h>
@@ -16,6 +16,7 @@
 
 #include "commands.hpp"
 #include "integer_flags.hpp"
+#include "train_command.hpp"
 
 #if defined(TRANSMAMBA_CLI_HAS_CUDA)
 #include <dlfcn.h>
@@ -217,6 +218,75 @@ int main(int argc, char** argv) {
     bool untied = false;
     init_cmd->add_flag("--untied", untied, "a separate LM head instead of tied embeddings");
 
+    train_args train_a;
+    bool train_quiet = false, train_untied = false;
+    auto* train_cmd = app.add_subcommand(
+        "train", "train a model on a generated task (MQAR, selective copying) or a text file's bytes, on the CPU");
+    train_cmd->add_option("--out", train_a.out, "checkpoint directory: the training state and the model files run/generate load")
+        ->required();
+    auto* resume = train_cmd->add_flag("--resume", train_a.resume, "continue the run saved in --out (its model, task and settings)");
+    train_cmd->add_flag("--force", train_a.force, "replace a checkpoint or run already in --out");
+    std::vector<CLI::Option*> run_settings;
+    run_settings.push_back(train_cmd->add_option("--config", train_a.config,
+                                                 "the model from a config.json (as init writes it) instead of the size flags"));
+    auto* model_size = run_settings.emplace_back(
+        integer_option<index_t>(*train_cmd, "--d-model", train_a.model.d_model, "hidden size", 1, index_max));
+    std::vector<CLI::Option*> size_flags{model_size};
+    size_flags.push_back(integer_option<index_t>(*train_cmd, "--layers", train_a.model.num_layers, "number of layers", 1, index_max));
+    size_flags.push_back(integer_option<index_t>(*train_cmd, "--headdim", train_a.model.headdim, "SSM head dim", 1, index_max));
+    size_flags.push_back(integer_option<index_t>(*train_cmd, "--d-state", train_a.model.d_state, "state size", 1, index_max));
+    size_flags.push_back(integer_option<index_t>(*train_cmd, "--ngroups", train_a.model.ngroups, "groups sharing B and C", 1, index_max));
+    size_flags.push_back(integer_option<index_t>(*train_cmd, "--expand", train_a.model.expand, "d_inner / d_model", 1, index_max));
+    size_flags.push_back(integer_option<index_t>(*train_cmd, "--chunk-size", train_a.model.chunk, "SSD chunk length", 1, index_max));
+    size_flags.push_back(train_cmd->add_flag("--untied", train_untied, "a separate LM head instead of tied embeddings"));
+    for (auto* f : size_flags) {
+        f->excludes(run_settings.front());
+        if (f != model_size) run_settings.push_back(f);
+    }
+    add_transpoint_options(*train_cmd, train_a.model.points);
+    run_settings.push_back(train_cmd->add_option("--task", train_a.task, "mqar, selective-copying or bytes (of --text)")
+                               ->check(CLI::IsMember({"mqar", "selective-copying", "bytes"}))
+                               ->capture_default_str());
+    run_settings.push_back(integer_option<index_t>(*train_cmd, "--seq-len", train_a.seq_len, "tokens per sequence", 1, index_max));
+    run_settings.push_back(integer_option<index_t>(*train_cmd, "--vocab", train_a.vocab,
+                                                   "the task's vocabulary (mqar: 64, selective-copying: 16; bytes: 256)", 3,
+                                                   index_max)
+                               ->default_str("the task's"));
+    run_settings.push_back(integer_option<index_t>(*train_cmd, "--pairs", train_a.pairs, "mqar: key-value pairs per sequence", 1,
+                                                   index_max));
+    run_settings.push_back(integer_option<index_t>(*train_cmd, "--queries", train_a.queries,
+                                                   "mqar: keys asked again (default: every pair)", 1, index_max));
+    run_settings.push_back(integer_option<index_t>(*train_cmd, "--copy-tokens", train_a.copy_tokens,
+                                                   "selective-copying: data tokens to copy", 1, index_max));
+    run_settings.push_back(train_cmd->add_option("--text", train_a.text, "bytes: the text file to model"));
+    run_settings.push_back(integer_option<index_t>(*train_cmd, "--steps", train_a.steps, "updates", 1, index_max));
+    run_settings.push_back(integer_option<index_t>(*train_cmd, "--batch", train_a.batch, "sequences per update", 1, index_max));
+    run_settings.push_back(integer_option<index_t>(*train_cmd, "--warmup", train_a.warmup,
+                                                   "linear warm-up updates (default: steps / 10)", 0, index_max));
+    run_settings.push_back(train_cmd->add_option("--lr", train_a.lr, "peak learning rate")->capture_default_str());
+    run_settings.push_back(
+        train_cmd->add_option("--final-lr", train_a.final_lr, "learning rate at the end of the cosine (default: lr / 10)"));
+    run_settings.push_back(train_cmd->add_option("--weight-decay", train_a.weight_decay,
+                                                 "AdamW's decoupled decay of the weight matrices")->capture_default_str());
+    run_settings.push_back(train_cmd->add_option("--beta1", train_a.beta1, "AdamW beta1")->capture_default_str());
+    run_settings.push_back(train_cmd->add_option("--beta2", train_a.beta2, "AdamW beta2")->capture_default_str());
+    run_settings.push_back(
+        train_cmd->add_option("--clip", train_a.clip, "clip gradients to this global norm (0: off)")->capture_default_str());
+    run_settings.push_back(integer_option<std::uint64_t>(*train_cmd, "--seed", train_a.model.seed, "weights and data seed", 0,
+                                                         std::numeric_limits<std::uint64_t>::max()));
+    for (const char* flag : {"--transpoint", "--schedule", "--cyclic-schedule"}) run_settings.push_back(train_cmd->get_option(flag));
+    for (auto* f : run_settings) resume->excludes(f);
+    integer_option<index_t>(*train_cmd, "--log-every", train_a.log_every, "steps per progress line", 1, index_max);
+    integer_option<index_t>(*train_cmd, "--save-every", train_a.save_every, "steps per checkpoint (0: only at the end)", 0,
+                            index_max);
+    integer_option<index_t>(*train_cmd, "--stop-at", train_a.stop_at, "save and stop after this step (--resume continues the run)",
+                            1, index_max);
+    train_cmd->add_option("--metrics", train_a.metrics, "JSON lines file: step, loss, accuracy, lr, grad_norm, tokens_per_s");
+    train_cmd->add_flag("--quiet", train_quiet, "no progress lines");
+    int train_threads = 0;
+    integer_option<int>(*train_cmd, "--threads", train_threads, "CPU threads, 1 to 4096 (default: OpenMP's, all cores)", 1, 4096)
+        ->default_str("all cores");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -250,6 +320,12 @@ int main(int argc, char** argv) {
             return dispatch(
                 gen_d, [&] { return generate<float, cpu>(gen_a); },
                 [&](const auto& gpu, storage s) { return gpu.generate(gen_a, s); });
+        }
+        if (*train_cmd) {
+            if (train_threads > 0) set_max_threads(train_threads);
+            train_a.model.tie = !train_untied;
+            train_a.progress = !train_quiet;
+            return train(train_a);
         }
         init_a.tie = !untied;
         return init(init_a);
