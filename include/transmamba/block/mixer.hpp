@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <span>
 
 #include "transmamba/backend/traits.hpp"
 #include "transmamba/block/decode_state.hpp"
@@ -20,6 +21,7 @@
 #include "transmamba/core/checked_size.hpp"
 #include "transmamba/core/config.hpp"
 #include "transmamba/core/numeric.hpp"
+#include "transmamba/core/sequence_layout.hpp"
 #include "transmamba/core/ssm_inputs.hpp"
 #include "transmamba/core/tensor_view.hpp"
 #include "transmamba/core/workspace.hpp"
@@ -80,8 +82,12 @@ public:
 
     // Bytes of workspace a forward pass over (batch, seqlen) needs, whatever the TransPoint.
     std::size_t workspace_bytes(index_t batch, index_t seqlen) const {
+        return workspace_bytes(sequence_layout::dense(batch, seqlen));
+    }
+    // ... and over the sequences of a layout (a packed batch: its cu_seqlens), whatever the TransPoints.
+    std::size_t workspace_bytes(const sequence_layout& seqs) const {
         workspace_arena measure;
-        layout(measure, batch, seqlen, /*own_state=*/true);
+        layout(measure, seqs, /*own_state=*/true);
         return measure.used();
     }
 
@@ -90,17 +96,33 @@ public:
     // anything is written: on an error, out and final_state are untouched.
     void forward(tensor_view<const T, 3> u, tensor_view<T, 3> out, index_t transpoint, workspace_span ws,
                  mixer_state_io<compute_type> state = {}, const context& ctx = {}) const {
-        const auto& c = config();
         const index_t batch = u.extent(0), L = u.extent(1);
-        require(u.extent(2) == c.d_model, "tensor 'u' has shape ", shape_string(u.shape()), ", expected (batch, L, ",
-                c.d_model, ")");
+        require(u.extent(2) == config().d_model, "tensor 'u' has shape ", shape_string(u.shape()),
+                ", expected (batch, L, ", config().d_model, ")");
         require(batch > 0 && L > 0, "tensor 'u' is empty: shape ", shape_string(u.shape()));
-        expect_contiguous(u, "u");
-        expect_shape(out, "out", {batch, L, c.d_model});
-        expect_contiguous(out, "out");
         require(transpoint >= 0, "TransPoint P = ", transpoint, " is negative (P must be in [0, L])");
-        const index_t P = std::min(transpoint, L);
-        const extents<4> state_shape{batch, c.nheads(), c.headdim, c.d_state};
+        forward(u, out, sequence_layout::dense(batch, L).split_at(transpoint), ws, state, ctx);
+    }
+
+    // The same over the sequences of `seqs`, each with its own TransPoint counted from its own start:
+    // dense, u (batch, L, d_model); packed, u (1, total, d_model) with the sequences back to back
+    // (sequence_layout::packed(cu_seqlens)), nothing padded. The states are per sequence,
+    // (sequences, nheads, headdim, d_state). Packed, every sequence's output and final state equal
+    // those of a forward pass over that sequence alone (tests/block/test_packed.cpp).
+    void forward(tensor_view<const T, 3> u, tensor_view<T, 3> out, const sequence_layout& seqs, workspace_span ws,
+                 mixer_state_io<compute_type> state = {}, const context& ctx = {}) const {
+        const auto& c = config();
+        const extents<3> shape = seqs.is_packed() ? extents<3>{1, seqs.rows(), c.d_model}
+                                                  : extents<3>{seqs.count(), seqs.max_length(), c.d_model};
+        expect_shape(u, "u", shape);
+        expect_contiguous(u, "u");
+        expect_shape(out, "out", shape);
+        expect_contiguous(out, "out");
+        if constexpr (!has_packed_batches<Backend>) {
+            require(!seqs.is_packed(), "packed (cu_seqlens) batches run on the CPU backend only, for now");
+            require(seqs.uniform_transpoint(), "per-sequence TransPoints run on the CPU backend only, for now");
+        }
+        const extents<4> state_shape{seqs.count(), c.nheads(), c.headdim, c.d_state};
         if (!state.initial_state.empty()) {
             expect_shape(state.initial_state, "initial_state", state_shape);
             expect_contiguous(state.initial_state, "initial_state");
@@ -109,14 +131,14 @@ public:
             expect_shape(state.final_state, "final_state", state_shape);
             expect_contiguous(state.final_state, "final_state");
         }
-        require(ws.bytes >= workspace_bytes(batch, L), "workspace too small for batch ", batch, ", L ", L, ": has ",
-                ws.bytes, " bytes, needs ", workspace_bytes(batch, L));
+        require(ws.bytes >= workspace_bytes(seqs), "workspace too small for ", seqs.count(), " sequences of ",
+                seqs.rows(), " tokens: has ", ws.bytes, " bytes, needs ", workspace_bytes(seqs));
         check_inputs(u, state.initial_state, ctx);
 
         workspace_arena arena(ws);
         const bool own_state = state.final_state.empty();
-        const auto buf = layout(arena, batch, L, own_state);
-        run(u, out, P, buf, state, ctx);
+        const auto buf = layout(arena, seqs, own_state);
+        run(u, out, seqs, buf, state, ctx);
     }
 
     // ---- Decoding (SPEC.md section 5): one sequence, batch 1 -------------------------------------
@@ -154,7 +176,7 @@ public:
 
         // The workspace still holds the pass's activations: take the decoding state from them.
         workspace_arena arena(ws);
-        const auto buf = layout(arena, 1, L, /*own_state=*/false);
+        const auto buf = layout(arena, sequence_layout::dense(1, L), /*own_state=*/false);
         const index_t K = c.d_conv, history = std::min(K - 1, L);
         traits::copy(ctx, buf.zxbcdt + (L - history) * c.d_in_proj(), st.window.data() + (K - 1 - history) * c.d_in_proj(),
                      static_cast<std::size_t>(history * c.d_in_proj()));
@@ -240,6 +262,10 @@ public:
                  mixer_state_io<compute_type> state = {}, const context& ctx = {}) const {
         forward(u, out, transpoint, ws.reserve(workspace_bytes(u.extent(0), u.extent(1))), state, ctx);
     }
+    void forward(tensor_view<const T, 3> u, tensor_view<T, 3> out, const sequence_layout& seqs, workspace<Backend>& ws,
+                 mixer_state_io<compute_type> state = {}, const context& ctx = {}) const {
+        forward(u, out, seqs, ws.reserve(workspace_bytes(seqs)), state, ctx);
+    }
 
 private:
     using A = compute_type;
@@ -256,9 +282,9 @@ private:
         workspace_span scratch;  // shared by attention, converter and scan, which run one after another
     };
 
-    buffers layout(workspace_arena& arena, index_t batch, index_t L, bool own_state) const {
+    buffers layout(workspace_arena& arena, const sequence_layout& seqs, bool own_state) const {
         const auto& c = config();
-        const auto rows = static_cast<std::size_t>(batch * L);
+        const auto rows = static_cast<std::size_t>(seqs.rows());
         buffers b{};
         b.zxbcdt = arena.take<A>(rows * c.d_in_proj());
         b.xbc = arena.take<T>(rows * c.conv_dim());
@@ -267,13 +293,21 @@ private:
         b.d_coef = arena.take<A>(c.nheads());
         b.y = arena.take<A>(rows * c.d_inner());
         b.normed = arena.take<T>(rows * c.d_inner());
-        b.state = own_state ? arena.take<A>(static_cast<std::size_t>(batch * c.nheads() * c.headdim * c.d_state)) : nullptr;
-        const std::size_t scratch = std::max({attention::template scratch_bytes<T>(c, batch, L),
-                                              converter::template scratch_bytes<T>(c, batch, L),
-                                              scan::template scratch_bytes<T>(c, batch, L)});
+        b.state = own_state
+                      ? arena.take<A>(static_cast<std::size_t>(seqs.count() * c.nheads() * c.headdim * c.d_state))
+                      : nullptr;
+        const std::size_t scratch = std::max({scratch_of<attention>(c, seqs), scratch_of<converter>(c, seqs),
+                                              scratch_of<scan>(c, seqs)});
         std::byte* s = arena.take<std::byte>(scratch);
         b.scratch = {s, arena.measuring() ? 0 : scratch};
         return b;
+    }
+    // A kernel's scratch for a layout: backends with packed kernels size it from the layout, the
+    // others from the dense (batch, L) it then is.
+    template <class Kernel>
+    static std::size_t scratch_of(const mixer_config& c, const sequence_layout& seqs) {
+        if constexpr (has_packed_batches<Backend>) return Kernel::template scratch_bytes<T>(c, seqs);
+        else return Kernel::template scratch_bytes<T>(c, seqs.count(), seqs.max_length());
     }
 
     struct step_buffers {
@@ -318,39 +352,51 @@ private:
         }
     }
 
-    void run(tensor_view<const T, 3> u, tensor_view<T, 3> out, index_t P, const buffers& buf,
+    void run(tensor_view<const T, 3> u, tensor_view<T, 3> out, const sequence_layout& seqs, const buffers& buf,
              const mixer_state_io<A>& io, const context& ctx) const {
         const auto& c = config();
         const auto& w = params_;
-        const index_t batch = u.extent(0), L = u.extent(1), rows = batch * L;
+        // The views' (batch, L): (sequences, L) dense, (1, total) packed; the layout says which rows
+        // are whose.
+        const index_t vb = u.extent(0), vL = u.extent(1), rows = seqs.rows();
         const index_t h = c.nheads(), p = c.headdim, g = c.ngroups, n = c.d_state, cd = c.conv_dim();
 
         traits::gemm_nt(ctx, rows, c.d_in_proj(), c.d_model, u.data(), c.d_model, w.in_proj.data(), c.d_model,
                         buf.zxbcdt, c.d_in_proj());
-        projection::conv_silu(ctx, c, batch, L, buf.zxbcdt, w.conv_weight.data(), w.conv_bias.data(), buf.xbc);
+        if constexpr (has_packed_batches<Backend>)
+            projection::conv_silu(ctx, c, seqs, buf.zxbcdt, w.conv_weight.data(), w.conv_bias.data(), buf.xbc);
+        else projection::conv_silu(ctx, c, vb, vL, buf.zxbcdt, w.conv_weight.data(), w.conv_bias.data(), buf.xbc);
         projection::time_steps(ctx, c, rows, buf.zxbcdt, w.dt_bias.data(), w.A_log.data(), w.D.data(), buf.dt,
                                buf.a_coef, buf.d_coef);
 
         // x, B, C are strided views into xBC.
         ssm_inputs<T> in{
-            tensor_view<const T, 4>(buf.xbc, {batch, L, h, p}, {L * cd, cd, p, 1}),
-            tensor_view<const T, 4>(buf.xbc + c.d_inner(), {batch, L, g, n}, {L * cd, cd, n, 1}),
-            tensor_view<const T, 4>(buf.xbc + c.d_inner() + g * n, {batch, L, g, n}, {L * cd, cd, n, 1}),
-            tensor_view<const A, 3>(buf.dt, {batch, L, h}),
+            tensor_view<const T, 4>(buf.xbc, {vb, vL, h, p}, {vL * cd, cd, p, 1}),
+            tensor_view<const T, 4>(buf.xbc + c.d_inner(), {vb, vL, g, n}, {vL * cd, cd, n, 1}),
+            tensor_view<const T, 4>(buf.xbc + c.d_inner() + g * n, {vb, vL, g, n}, {vL * cd, cd, n, 1}),
+            tensor_view<const A, 3>(buf.dt, {vb, vL, h}),
             buf.a_coef,
             buf.d_coef,
         };
-        const tensor_view<A, 4> y(buf.y, {batch, L, h, p});
-        const tensor_view<A, 4> S(own(buf, io), {batch, h, p, n});
+        const tensor_view<A, 4> y(buf.y, {vb, vL, h, p});
+        const tensor_view<A, 4> S(own(buf, io), {seqs.count(), h, p, n});
 
-        attention::run(ctx, c, in, P, y, buf.scratch);
         if (io.initial_state.empty()) traits::fill(ctx, S.data(), static_cast<std::size_t>(S.size()), A(0));
         else traits::copy(ctx, io.initial_state.data(), S.data(), static_cast<std::size_t>(S.size()));
-        converter::run(ctx, c, in, P, S, buf.scratch);
-        scan::run(ctx, c, in, P, L, y, S, buf.scratch);
-
-        projection::gated_rmsnorm(ctx, c, batch, L, P, Policies::attention::gate_by_z, buf.y, buf.zxbcdt,
-                                  w.norm_weight.data(), buf.normed);
+        if constexpr (has_packed_batches<Backend>) {
+            attention::run(ctx, c, in, seqs, y, buf.scratch);
+            converter::run(ctx, c, in, seqs, S, buf.scratch);
+            scan::run(ctx, c, in, seqs, y, S, buf.scratch);
+            projection::gated_rmsnorm(ctx, c, seqs, Policies::attention::gate_by_z, buf.y, buf.zxbcdt,
+                                      w.norm_weight.data(), buf.normed);
+        } else {
+            const index_t P = seqs.prefix(0);  // dense, one TransPoint (forward() checked)
+            attention::run(ctx, c, in, P, y, buf.scratch);
+            converter::run(ctx, c, in, P, S, buf.scratch);
+            scan::run(ctx, c, in, P, vL, y, S, buf.scratch);
+            projection::gated_rmsnorm(ctx, c, vb, vL, P, Policies::attention::gate_by_z, buf.y, buf.zxbcdt,
+                                      w.norm_weight.data(), buf.normed);
+        }
         traits::gemm_nt(ctx, rows, c.d_model, c.d_inner(), buf.normed, c.d_inner(), w.out_proj.data(), c.d_inner(),
                         out.data(), c.d_model);
     }

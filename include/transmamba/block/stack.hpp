@@ -4,6 +4,7 @@
 // pattern <transmamba_layer>; the paper's models <transmamba_layer, mlp_layer> (1:1).
 #include <algorithm>
 #include <cstddef>
+#include <span>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -113,6 +114,46 @@ public:
         forward(u, out, policy, ws.reserve(workspace_bytes(u.extent(0), u.extent(1))), ctx);
     }
 
+    std::size_t workspace_bytes(const sequence_layout& seqs) const {
+        std::size_t most = 0;
+        std::apply([&](const auto&... blocks) { ((most = std::max(most, blocks.workspace_bytes(seqs))), ...); },
+                   groups_.front());
+        return most;
+    }
+
+    // A packed batch (core/sequence_layout.hpp): u (1, total, d_model) holds the sequences back to
+    // back, sequence s at rows [cu_seqlens[s], cu_seqlens[s+1]). TransMamba layer i runs sequence s
+    // at P = resolve_transpoint(policy, i, length of s), counted from the sequence's start, so every
+    // sequence's rows of `out` are those of forward() over that sequence alone.
+    template <transpoint_policy Policy>
+    void forward(tensor_view<const T, 3> u, tensor_view<T, 3> out, std::span<const index_t> cu_seqlens,
+                 const Policy& policy, workspace_span ws, const context& ctx = {}) const {
+        const auto seqs = sequence_layout::packed(cu_seqlens);
+        const index_t total = seqs.rows(), d = config_.mixer.d_model, count = seqs.count();
+        expect_shape(u, "u", {1, total, d});
+        expect_shape(out, "out", {1, total, d});
+        expect_contiguous(u, "u");
+        expect_contiguous(out, "out");
+        require(ws.bytes >= workspace_bytes(seqs), "workspace too small for the stack: has ", ws.bytes,
+                " bytes, needs ", workspace_bytes(seqs));
+        std::vector<index_t> points(static_cast<std::size_t>(num_transpoint_layers() * count));
+        for (index_t i = 0; i < num_transpoint_layers(); ++i)
+            for (index_t q = 0; q < count; ++q) points[std::size_t(i * count + q)] = resolve_transpoint(policy, i, seqs.length(q));
+        backend_traits<Backend>::copy(ctx, u.data(), out.data(), static_cast<std::size_t>(u.size()));
+        index_t layer = 0;
+        for (const auto& g : groups_) {
+            std::apply([&](const auto&... blocks) {
+                (run_block_packed(blocks, out, seqs, points, layer, ws, ctx), ...);
+            }, g);
+        }
+        block_kernel<Backend>::rmsnorm(ctx, total, d, out.data(), norm_f_.data(), config_.mixer.norm_eps, out.data());
+    }
+    template <transpoint_policy Policy>
+    void forward(tensor_view<const T, 3> u, tensor_view<T, 3> out, std::span<const index_t> cu_seqlens,
+                 const Policy& policy, workspace<Backend>& ws, const context& ctx = {}) const {
+        forward(u, out, cu_seqlens, policy, ws.reserve(workspace_bytes(sequence_layout::packed(cu_seqlens))), ctx);
+    }
+
     // ---- Decoding one sequence -------------------------------------------------------------------
     // Each TransMamba layer keeps its mixer's decode state; the TransPoints are resolved once, with
     // the sequence length taken as max_tokens: a fraction-of-length policy means a fraction of the
@@ -212,6 +253,19 @@ private:
         }
     }
 
+    template <class Block>
+    static void run_block_packed(const Block& block, tensor_view<T, 3> hidden, const sequence_layout& seqs,
+                                 const std::vector<index_t>& points, index_t& layer, workspace_span ws,
+                                 const context& ctx) {
+        if constexpr (Block::has_transpoint) {
+            const auto first = static_cast<std::size_t>(layer++ * seqs.count());
+            block.forward(hidden, seqs.split_at(std::span<const index_t>(points.data() + first,
+                                                                         static_cast<std::size_t>(seqs.count()))),
+                          ws, {}, ctx);
+        } else {
+            block.forward(hidden, 0, ws, ctx);
+        }
+    }
     template <class Block>
     static void run_block(const Block& block, tensor_view<T, 3> hidden, const std::vector<index_t>& points,
                           index_t& layer, workspace_span ws, const context& ctx) {
