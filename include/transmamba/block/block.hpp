@@ -2,6 +2,7 @@
 // Residual blocks (SPEC.md section 7): the TransMamba block u + mixer(rmsnorm(u) * norm.weight), as
 // in Mamba2 checkpoints, and the MLP block the paper alternates with it.
 #include <algorithm>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -154,6 +155,26 @@ public:
         block_kernel<Backend>::add(ctx, static_cast<std::size_t>(d), buf.mixed, hidden.data());
     }
 
+    // ---- Batched decoding: the residual block around mixer::step_batch, n rows at once ---------
+    std::size_t batch_step_workspace_bytes(index_t n, index_t cache_tokens) const {
+        workspace_arena measure;
+        batch_step_layout(measure, n, cache_tokens);
+        return measure.used();
+    }
+    void step_batch(tensor_view<T, 2> hidden, workspace_span ws, std::span<decode_state* const> states,
+                    index_t cache_tokens, const context& ctx = {}) const {
+        const index_t n = hidden.extent(0), d = mixer_.config().d_model;
+        expect_shape(hidden, "hidden", {n, d});
+        require(ws.bytes >= batch_step_workspace_bytes(n, cache_tokens), "workspace too small for a batched step: has ",
+                ws.bytes, " bytes, needs ", batch_step_workspace_bytes(n, cache_tokens));
+        workspace_arena arena(ws);
+        const auto buf = batch_step_layout(arena, n, cache_tokens);
+        block_kernel<Backend>::rmsnorm(ctx, n, d, hidden.data(), norm_weight_.data(), mixer_.config().norm_eps, buf.normed);
+        mixer_.step_batch(tensor_view<const T, 2>(buf.normed, {n, d}), tensor_view<T, 2>(buf.mixed, {n, d}), buf.inner,
+                          states, ctx);
+        block_kernel<Backend>::add(ctx, static_cast<std::size_t>(n * d), buf.mixed, hidden.data());
+    }
+
 private:
     struct buffers {
         T* normed;
@@ -164,6 +185,13 @@ private:
         const auto n = static_cast<std::size_t>(L * mixer_.config().d_model);
         buffers b{arena.take<T>(n), arena.take<T>(n), {}};
         const std::size_t inner = mixer_.decode_workspace_bytes(L, cache_tokens);
+        b.inner = {arena.take<std::byte>(inner), arena.measuring() ? 0 : inner};
+        return b;
+    }
+    buffers batch_step_layout(workspace_arena& arena, index_t n, index_t cache_tokens) const {
+        const auto rows = static_cast<std::size_t>(n * mixer_.config().d_model);
+        buffers b{arena.take<T>(rows), arena.take<T>(rows), {}};
+        const std::size_t inner = mixer_.batch_step_workspace_bytes(n, cache_tokens);
         b.inner = {arena.take<std::byte>(inner), arena.measuring() ? 0 : inner};
         return b;
     }

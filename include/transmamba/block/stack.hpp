@@ -7,6 +7,7 @@
 #include <span>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "transmamba/block/block.hpp"
@@ -226,11 +227,59 @@ public:
         ++st.position;
     }
 
+    // ---- Batched decoding: one token for each of n sequences ---------------------------------------
+    // hidden (n, d_model): row r the next token of the sequence whose state is *states[r] (each
+    // prepared by prefill(), each at its own position and TransPoints, KV caches paged: see
+    // mixer::step_batch) -> the normalised outputs, in place. `cache_tokens` bounds every row's
+    // cached tokens after this step (the workspace's attention scratch is sized by it).
+    std::size_t batch_step_workspace_bytes(index_t n, index_t cache_tokens) const {
+        std::size_t most = workspace_arena::alignment;
+        std::apply([&](const auto&... blocks) {
+            ((most = std::max(most, block_batch_bytes(blocks, n, cache_tokens))), ...);
+        }, groups_.front());
+        return most;
+    }
+    void step_batch(tensor_view<T, 2> hidden, workspace_span ws, std::span<decode_state* const> states,
+                    index_t cache_tokens, const context& ctx = {}) const {
+        const index_t n = hidden.extent(0), d = config_.mixer.d_model;
+        expect_shape(hidden, "hidden", {n, d});
+        require(static_cast<index_t>(states.size()) == n, "batched step: ", n, " rows for ", states.size(), " states");
+        for (index_t r = 0; r < n; ++r) {
+            const decode_state& st = *states[std::size_t(r)];
+            require(static_cast<index_t>(st.layers.size()) == num_transpoint_layers() && st.position > 0,
+                    "decode_state of row ", r, " was not prepared by prefill() for this stack");
+            require(st.position < st.max_tokens, "decoding step of row ", r, " at position ", st.position,
+                    " would exceed its max_tokens = ", st.max_tokens);
+        }
+        std::vector<mixer_decode_state<T, Backend>*> layer_states(static_cast<std::size_t>(n));
+        index_t layer = 0;
+        auto run = [&](const auto& block) {
+            using Block = std::decay_t<decltype(block)>;
+            if constexpr (Block::has_transpoint) {
+                for (index_t r = 0; r < n; ++r)
+                    layer_states[std::size_t(r)] = &states[std::size_t(r)]->layers[std::size_t(layer)];
+                ++layer;
+                block.step_batch(hidden, ws, std::span<mixer_decode_state<T, Backend>* const>(layer_states), cache_tokens,
+                                 ctx);
+            } else {
+                block.forward(tensor_view<T, 3>(hidden.data(), {1, n, d}), 0, ws, ctx);
+            }
+        };
+        for (const auto& g : groups_) std::apply([&](const auto&... blocks) { (run(blocks), ...); }, g);
+        block_kernel<Backend>::rmsnorm(ctx, n, d, hidden.data(), norm_f_.data(), config_.mixer.norm_eps, hidden.data());
+        for (auto* st : states) ++st->position;
+    }
+
 private:
     template <class Block>
     static std::size_t block_decode_bytes(const Block& block, index_t prompt_len, index_t cache_tokens) {
         if constexpr (Block::has_transpoint) return block.decode_workspace_bytes(prompt_len, cache_tokens);
         else return block.workspace_bytes(1, prompt_len);
+    }
+    template <class Block>
+    static std::size_t block_batch_bytes(const Block& block, index_t n, index_t cache_tokens) {
+        if constexpr (Block::has_transpoint) return block.batch_step_workspace_bytes(n, cache_tokens);
+        else return block.workspace_bytes(1, n);
     }
     template <class Block>
     static void prefill_block(const Block& block, tensor_view<T, 3> hidden, const std::vector<index_t>& points,
