@@ -12,6 +12,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "batch_generate.hpp"
 #include "commands.hpp"
 #include "integer_flags.hpp"
 
@@ -160,9 +161,11 @@ int main(int argc, char** argv) {
     bool no_progress = false;
     auto* gen_cmd = app.add_subcommand("generate", "sample tokens after a prompt, one decoding step at a time");
     gen_cmd->add_option("--model", gen_a.model, "checkpoint directory")->required();
-    integer_list_option<std::int64_t>(*gen_cmd, "--prompt-ids", gen_a.prompt, "prompt token ids: 1,2,3", 0,
-                                      std::numeric_limits<std::int64_t>::max())
-        ->required();
+    auto* prompt_ids = integer_list_option<std::int64_t>(*gen_cmd, "--prompt-ids", gen_a.prompt, "prompt token ids: 1,2,3",
+                                                         0, std::numeric_limits<std::int64_t>::max());
+    std::filesystem::path prompts_file;  // generate --prompts: batch_generate.hpp
+    gen_cmd->add_option("--prompts", prompts_file, "file of prompts, one per line as ids 1,2,3: decoded as one batch (CPU)")
+        ->excludes(prompt_ids);
     integer_option<index_t>(*gen_cmd, "--max-new-tokens", gen_a.max_new_tokens, "tokens to generate", 0, index_max);
     gen_cmd->add_option("--temperature", gen_a.sampling.temperature, "0 = greedy")->capture_default_str();
     integer_option<index_t>(*gen_cmd, "--top-k", gen_a.sampling.top_k, "keep the k most likely tokens (0 = all)", 0, index_max);
@@ -208,7 +211,15 @@ int main(int argc, char** argv) {
             return dispatch(
                 run_d, [&] { return run<float, cpu>(run_a); },
                 [&](const auto& gpu, storage s) { return gpu.run(run_a, s); });
+        if (*gen_cmd && !prompts_file.empty()) {
+            require(gen_d.device == "cpu" && gen_d.dtype == "f32",
+                    "generate --prompts decodes on the CPU in f32 only, for now (not --device ", gen_d.device, " --dtype ",
+                    gen_d.dtype, ")");
+            if (gen_d.threads > 0) set_max_threads(gen_d.threads);
+            return generate_batch<float, cpu>(batch_args_of(gen_a, prompts_file));
+        }
         if (*gen_cmd) {
+            require(!gen_a.prompt.empty(), "generate needs --prompt-ids (or --prompts FILE)");
             gen_a.progress = !no_progress;
             return dispatch(
                 gen_d, [&] { return generate<float, cpu>(gen_a); },
