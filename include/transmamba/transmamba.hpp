@@ -10,6 +10,7 @@
 #include "transmamba/block/stack.hpp"
 #include "transmamba/core/config.hpp"
 #include "transmamba/core/error.hpp"
+#include "transmamba/core/sequence_layout.hpp"
 #include "transmamba/core/tensor_view.hpp"
 #include "transmamba/core/workspace.hpp"
 #include "transmamba/model/language_model.hpp"

@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "batch_generate.hpp"
 #include "commands.hpp"
 #include "integer_flags.hpp"
 #include "train_command.hpp"
@@ -188,6 +189,10 @@ int main(int argc, char** argv) {
     auto* gen_cmd = app.add_subcommand("generate", "sample tokens after a prompt, one decoding step at a time");
     gen_cmd->add_option("--model", gen_a.model, "checkpoint directory")->required();
     add_prompt_options(*gen_cmd, gen_a.prompt, gen_a.prompt_text);
+    std::filesystem::path prompts_file;  // generate --prompts: batch_generate.hpp
+    gen_cmd->add_option("--prompts", prompts_file, "file of prompts, one per line as ids 1,2,3: decoded as one batch (CPU)")
+        ->excludes("--prompt-ids")
+        ->excludes("--prompt");
     gen_cmd->add_flag("--ids", gen_a.print_ids, "print the new tokens' ids, not their text (the default with --prompt-ids)");
     gen_cmd->add_flag("--ignore-eos", gen_a.ignore_eos,
                       "go on past the end-of-sequence token (eos_token_id of generation_config.json or config.json)");
@@ -311,8 +316,16 @@ int main(int argc, char** argv) {
                 run_d, [&] { return run<float, cpu>(run_a); },
                 [&](const auto& gpu, storage s) { return gpu.run(run_a, s); });
         }
+        if (*gen_cmd && !prompts_file.empty()) {
+            require(gen_d.device == "cpu" && gen_d.dtype == "f32",
+                    "generate --prompts decodes on the CPU in f32 only, for now (not --device ", gen_d.device, " --dtype ",
+                    gen_d.dtype, ")");
+            if (gen_d.threads > 0) set_max_threads(gen_d.threads);
+            return generate_batch<float, cpu>(batch_args_of(gen_a, prompts_file));
+        }
         if (*gen_cmd) {
-            require(!gen_a.prompt.empty() || gen_a.prompt_text, "generate needs a prompt: --prompt \"text\" or --prompt-ids 1,2,3");
+            require(!gen_a.prompt.empty() || gen_a.prompt_text,
+                    "generate needs a prompt: --prompt \"text\", --prompt-ids 1,2,3 or --prompts FILE");
             // Progress only for a person watching stderr; the per-token line not when the text
             // itself goes to that terminal (it would be torn up by the progress line).
             gen_a.progress = !no_progress && ::isatty(STDERR_FILENO) == 1;

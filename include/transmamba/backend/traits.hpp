@@ -14,6 +14,11 @@ struct cuda {};  // CUDA kernels on CUB, GEMMs on cuBLAS
 template <class Backend>
 struct backend_traits;
 
+// Whether a backend's kernels run packed variable-length batches (core/sequence_layout.hpp): its
+// traits say `static constexpr bool packed_batches = true`. Others run dense batches only.
+template <class Backend>
+inline constexpr bool has_packed_batches = requires { requires backend_traits<Backend>::packed_batches; };
+
 // Kernels of one component under one policy on one backend, e.g.
 // scan_kernel<chunked_ssd_scan, cpu>. A new backend or a new policy adds specialisations in a file
 // of its own; nothing else changes.

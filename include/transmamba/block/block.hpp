@@ -2,6 +2,7 @@
 // Residual blocks (SPEC.md section 7): the TransMamba block u + mixer(rmsnorm(u) * norm.weight), as
 // in Mamba2 checkpoints, and the MLP block the paper alternates with it.
 #include <algorithm>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -93,9 +94,10 @@ public:
         });
     }
 
-    std::size_t workspace_bytes(index_t batch, index_t L) const {
+    std::size_t workspace_bytes(index_t batch, index_t L) const { return workspace_bytes(sequence_layout::dense(batch, L)); }
+    std::size_t workspace_bytes(const sequence_layout& seqs) const {
         workspace_arena measure;
-        layout(measure, batch, L);
+        layout(measure, seqs);
         return measure.used();
     }
 
@@ -103,20 +105,32 @@ public:
                  mixer_state_io<compute_type> state = {}, const context& ctx = {}) const {
         const index_t batch = hidden.extent(0), L = hidden.extent(1), d = mixer_.config().d_model;
         expect_shape(hidden, "hidden", {batch, L, d});
-        require(ws.bytes >= workspace_bytes(batch, L), "workspace too small for the mixer block: has ", ws.bytes,
-                " bytes, needs ", workspace_bytes(batch, L));
+        require(batch > 0 && L > 0, "tensor 'hidden' is empty: shape ", shape_string(hidden.shape()));
+        require(transpoint >= 0, "TransPoint P = ", transpoint, " is negative (P must be in [0, L])");
+        forward(hidden, sequence_layout::dense(batch, L).split_at(transpoint), ws, state, ctx);
+    }
+    // Over the sequences of a layout (mixer::forward's packed form): hidden (1, total, d_model) when
+    // packed; the norm and the residual are per row, so only the mixer sees the layout.
+    void forward(tensor_view<T, 3> hidden, const sequence_layout& seqs, workspace_span ws,
+                 mixer_state_io<compute_type> state = {}, const context& ctx = {}) const {
+        const index_t batch = hidden.extent(0), L = hidden.extent(1), d = mixer_.config().d_model;
+        expect_shape(hidden, "hidden", {batch, L, d});
+        require(batch * L == seqs.rows(), "tensor 'hidden' has shape ", shape_string(hidden.shape()), " for ",
+                seqs.rows(), " tokens of the sequence layout");
+        require(ws.bytes >= workspace_bytes(seqs), "workspace too small for the mixer block: has ", ws.bytes,
+                " bytes, needs ", workspace_bytes(seqs));
         if constexpr (Policies::input_check::per_call) {  // named here: the mixer only sees the normalised copy
             const index_t bad = backend_traits<Backend>::first_non_finite(ctx, hidden.data(),
                                                                           static_cast<std::size_t>(hidden.size()));
             require(bad < 0, "tensor 'hidden' holds a non-finite value at flat index ", bad);
         }
         workspace_arena arena(ws);
-        const auto buf = layout(arena, batch, L);
+        const auto buf = layout(arena, seqs);
         const auto rows = batch * L;
         block_kernel<Backend>::rmsnorm(ctx, rows, d, hidden.data(), norm_weight_.data(), mixer_.config().norm_eps,
                                        buf.normed);
         mixer_.forward(tensor_view<const T, 3>(buf.normed, {batch, L, d}), tensor_view<T, 3>(buf.mixed, {batch, L, d}),
-                       transpoint, buf.inner, state, ctx);
+                       seqs, buf.inner, state, ctx);
         block_kernel<Backend>::add(ctx, static_cast<std::size_t>(rows * d), buf.mixed, hidden.data());
     }
 
@@ -158,6 +172,26 @@ public:
         block_kernel<Backend>::add(ctx, static_cast<std::size_t>(d), buf.mixed, hidden.data());
     }
 
+    // ---- Batched decoding: the residual block around mixer::step_batch, n rows at once ---------
+    std::size_t batch_step_workspace_bytes(index_t n, index_t cache_tokens) const {
+        workspace_arena measure;
+        batch_step_layout(measure, n, cache_tokens);
+        return measure.used();
+    }
+    void step_batch(tensor_view<T, 2> hidden, workspace_span ws, std::span<decode_state* const> states,
+                    index_t cache_tokens, const context& ctx = {}) const {
+        const index_t n = hidden.extent(0), d = mixer_.config().d_model;
+        expect_shape(hidden, "hidden", {n, d});
+        require(ws.bytes >= batch_step_workspace_bytes(n, cache_tokens), "workspace too small for a batched step: has ",
+                ws.bytes, " bytes, needs ", batch_step_workspace_bytes(n, cache_tokens));
+        workspace_arena arena(ws);
+        const auto buf = batch_step_layout(arena, n, cache_tokens);
+        block_kernel<Backend>::rmsnorm(ctx, n, d, hidden.data(), norm_weight_.data(), mixer_.config().norm_eps, buf.normed);
+        mixer_.step_batch(tensor_view<const T, 2>(buf.normed, {n, d}), tensor_view<T, 2>(buf.mixed, {n, d}), buf.inner,
+                          states, ctx);
+        block_kernel<Backend>::add(ctx, static_cast<std::size_t>(n * d), buf.mixed, hidden.data());
+    }
+
 private:
     struct buffers {
         T* normed;
@@ -171,10 +205,17 @@ private:
         b.inner = {arena.take<std::byte>(inner), arena.measuring() ? 0 : inner};
         return b;
     }
-    buffers layout(workspace_arena& arena, index_t batch, index_t L) const {
-        const auto n = static_cast<std::size_t>(batch * L * mixer_.config().d_model);
+    buffers batch_step_layout(workspace_arena& arena, index_t n, index_t cache_tokens) const {
+        const auto rows = static_cast<std::size_t>(n * mixer_.config().d_model);
+        buffers b{arena.take<T>(rows), arena.take<T>(rows), {}};
+        const std::size_t inner = mixer_.batch_step_workspace_bytes(n, cache_tokens);
+        b.inner = {arena.take<std::byte>(inner), arena.measuring() ? 0 : inner};
+        return b;
+    }
+    buffers layout(workspace_arena& arena, const sequence_layout& seqs) const {
+        const auto n = static_cast<std::size_t>(seqs.rows() * mixer_.config().d_model);
         buffers b{arena.take<T>(n), arena.take<T>(n), {}};
-        const std::size_t inner = mixer_.workspace_bytes(batch, L);
+        const std::size_t inner = mixer_.workspace_bytes(seqs);
         b.inner = {arena.take<std::byte>(inner), arena.measuring() ? 0 : inner};
         return b;
     }
@@ -226,6 +267,8 @@ public:
         layout(measure, batch, L);
         return measure.used();
     }
+    // Row by row: a packed batch is just its rows.
+    std::size_t workspace_bytes(const sequence_layout& seqs) const { return workspace_bytes(1, seqs.rows()); }
 
     void forward(tensor_view<T, 3> hidden, index_t /*transpoint*/, workspace_span ws, const context& ctx = {}) const {
         const index_t batch = hidden.extent(0), L = hidden.extent(1), rows = batch * L;

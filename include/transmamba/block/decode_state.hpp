@@ -7,6 +7,7 @@
 //     so memory after the TransPoint does not grow with the sequence.
 #include "transmamba/backend/traits.hpp"
 #include "transmamba/core/config.hpp"
+#include "transmamba/core/kv_page_table.hpp"
 #include "transmamba/core/numeric.hpp"
 
 namespace transmamba {
@@ -26,6 +27,9 @@ struct mixer_decode_state {
     buffer<T> values;   // (capacity, nheads, headdim)
     buffer<A> dts;      // (capacity, nheads)
     buffer<A> state;    // (nheads, headdim, d_state)
+    // Batched decoding keeps the cache here instead of in keys/values/dts (which are then empty);
+    // sessions leave it empty.
+    kv_page_table<T, A> paged;
 
     // Sized for a sequence whose layer runs at `P`; `max_tokens` bounds the cache. The zero fills
     // run on the caller's stream, which the prefill that follows writes on: on another stream a

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <span>
 
 #include "transmamba/backend/traits.hpp"
 #include "transmamba/block/decode_state.hpp"
@@ -20,6 +21,8 @@
 #include "transmamba/core/checked_size.hpp"
 #include "transmamba/core/config.hpp"
 #include "transmamba/core/numeric.hpp"
+#include "transmamba/core/parallel.hpp"
+#include "transmamba/core/sequence_layout.hpp"
 #include "transmamba/core/ssm_inputs.hpp"
 #include "transmamba/core/tensor_view.hpp"
 #include "transmamba/core/workspace.hpp"
@@ -80,8 +83,12 @@ public:
 
     // Bytes of workspace a forward pass over (batch, seqlen) needs, whatever the TransPoint.
     std::size_t workspace_bytes(index_t batch, index_t seqlen) const {
+        return workspace_bytes(sequence_layout::dense(batch, seqlen));
+    }
+    // ... and over the sequences of a layout (a packed batch: its cu_seqlens), whatever the TransPoints.
+    std::size_t workspace_bytes(const sequence_layout& seqs) const {
         workspace_arena measure;
-        layout(measure, batch, seqlen, /*own_state=*/true);
+        layout(measure, seqs, /*own_state=*/true);
         return measure.used();
     }
 
@@ -90,17 +97,33 @@ public:
     // anything is written: on an error, out and final_state are untouched.
     void forward(tensor_view<const T, 3> u, tensor_view<T, 3> out, index_t transpoint, workspace_span ws,
                  mixer_state_io<compute_type> state = {}, const context& ctx = {}) const {
-        const auto& c = config();
         const index_t batch = u.extent(0), L = u.extent(1);
-        require(u.extent(2) == c.d_model, "tensor 'u' has shape ", shape_string(u.shape()), ", expected (batch, L, ",
-                c.d_model, ")");
+        require(u.extent(2) == config().d_model, "tensor 'u' has shape ", shape_string(u.shape()),
+                ", expected (batch, L, ", config().d_model, ")");
         require(batch > 0 && L > 0, "tensor 'u' is empty: shape ", shape_string(u.shape()));
-        expect_contiguous(u, "u");
-        expect_shape(out, "out", {batch, L, c.d_model});
-        expect_contiguous(out, "out");
         require(transpoint >= 0, "TransPoint P = ", transpoint, " is negative (P must be in [0, L])");
-        const index_t P = std::min(transpoint, L);
-        const extents<4> state_shape{batch, c.nheads(), c.headdim, c.d_state};
+        forward(u, out, sequence_layout::dense(batch, L).split_at(transpoint), ws, state, ctx);
+    }
+
+    // The same over the sequences of `seqs`, each with its own TransPoint counted from its own start:
+    // dense, u (batch, L, d_model); packed, u (1, total, d_model) with the sequences back to back
+    // (sequence_layout::packed(cu_seqlens)), nothing padded. The states are per sequence,
+    // (sequences, nheads, headdim, d_state). Packed, every sequence's output and final state equal
+    // those of a forward pass over that sequence alone (tests/block/test_packed.cpp).
+    void forward(tensor_view<const T, 3> u, tensor_view<T, 3> out, const sequence_layout& seqs, workspace_span ws,
+                 mixer_state_io<compute_type> state = {}, const context& ctx = {}) const {
+        const auto& c = config();
+        const extents<3> shape = seqs.is_packed() ? extents<3>{1, seqs.rows(), c.d_model}
+                                                  : extents<3>{seqs.count(), seqs.max_length(), c.d_model};
+        expect_shape(u, "u", shape);
+        expect_contiguous(u, "u");
+        expect_shape(out, "out", shape);
+        expect_contiguous(out, "out");
+        if constexpr (!has_packed_batches<Backend>) {
+            require(!seqs.is_packed(), "packed (cu_seqlens) batches run on the CPU backend only, for now");
+            require(seqs.uniform_transpoint(), "per-sequence TransPoints run on the CPU backend only, for now");
+        }
+        const extents<4> state_shape{seqs.count(), c.nheads(), c.headdim, c.d_state};
         if (!state.initial_state.empty()) {
             expect_shape(state.initial_state, "initial_state", state_shape);
             expect_contiguous(state.initial_state, "initial_state");
@@ -109,14 +132,14 @@ public:
             expect_shape(state.final_state, "final_state", state_shape);
             expect_contiguous(state.final_state, "final_state");
         }
-        require(ws.bytes >= workspace_bytes(batch, L), "workspace too small for batch ", batch, ", L ", L, ": has ",
-                ws.bytes, " bytes, needs ", workspace_bytes(batch, L));
+        require(ws.bytes >= workspace_bytes(seqs), "workspace too small for ", seqs.count(), " sequences of ",
+                seqs.rows(), " tokens: has ", ws.bytes, " bytes, needs ", workspace_bytes(seqs));
         check_inputs(u, state.initial_state, ctx);
 
         workspace_arena arena(ws);
         const bool own_state = state.final_state.empty();
-        const auto buf = layout(arena, batch, L, own_state);
-        run(u, out, P, buf, state, ctx);
+        const auto buf = layout(arena, seqs, own_state);
+        run(u, out, seqs, buf, state, ctx);
     }
 
     // ---- Decoding (SPEC.md section 5): one sequence, batch 1 -------------------------------------
@@ -154,7 +177,7 @@ public:
 
         // The workspace still holds the pass's activations: take the decoding state from them.
         workspace_arena arena(ws);
-        const auto buf = layout(arena, 1, L, /*own_state=*/false);
+        const auto buf = layout(arena, sequence_layout::dense(1, L), /*own_state=*/false);
         const index_t K = c.d_conv, history = std::min(K - 1, L);
         traits::copy(ctx, buf.zxbcdt + (L - history) * c.d_in_proj(), st.window.data() + (K - 1 - history) * c.d_in_proj(),
                      static_cast<std::size_t>(history * c.d_in_proj()));
@@ -235,10 +258,114 @@ public:
         ++st.position;
     }
 
+    // ---- Batched decoding: one token for each of n sequences at once ------------------------------
+    // Row r of u and out (n, d_model) is the next token of the sequence whose state is states[r],
+    // each at its own position and stage: below its TransPoint it appends to its KV cache and
+    // attends, at it the Memory Converter turns the cache into the SSM state, past it the SSM steps.
+    // The caches are paged (st.paged): a sequence below its TransPoint must hold a page for its
+    // position (decode/batch.hpp takes it from a pool, and gives a converted cache's pages back).
+    // The projections are GEMMs over all n rows; the attention or SSM step runs per sequence. Each
+    // row equals what step() gives for that sequence alone.
+    std::size_t batch_step_workspace_bytes(index_t n, index_t cache_tokens) const {
+        workspace_arena measure;
+        batch_step_layout(measure, n, cache_tokens);
+        return measure.used();
+    }
+    void step_batch(tensor_view<const T, 2> u, tensor_view<T, 2> out, workspace_span ws,
+                    std::span<decode_state* const> states, const context& ctx = {}) const {
+        static_assert(has_packed_batches<Backend>, "batched decoding runs on the CPU backend for now");
+        const auto& c = config();
+        const index_t n = u.extent(0);
+        expect_shape(u, "u", {n, c.d_model});
+        expect_shape(out, "out", {n, c.d_model});
+        expect_contiguous(u, "u");
+        expect_contiguous(out, "out");
+        require(n > 0 && static_cast<index_t>(states.size()) == n, "batched step: ", n, " rows of 'u' for ",
+                states.size(), " decoding states");
+        index_t cache_tokens = 1;
+        for (index_t r = 0; r < n; ++r) {
+            const decode_state& st = *states[std::size_t(r)];
+            const index_t t = st.position;
+            if (t >= st.transpoint) continue;
+            require(st.paged.page_tokens > 0 && st.paged.pages() * st.paged.page_tokens > t,
+                    "batched step: sequence row ", r, " at position ", t, " below its TransPoint ", st.transpoint,
+                    " has no KV page for its token");
+            cache_tokens = std::max(cache_tokens, t + 1);
+        }
+        require(ws.bytes >= batch_step_workspace_bytes(n, cache_tokens), "workspace too small for a batched step: has ",
+                ws.bytes, " bytes, needs ", batch_step_workspace_bytes(n, cache_tokens));
+        check_inputs(tensor_view<const T, 3>(u.data(), {1, n, c.d_model}), {}, ctx);
+
+        workspace_arena arena(ws);
+        const auto b = batch_step_layout(arena, n, cache_tokens);
+        const index_t K = c.d_conv, dp = c.d_in_proj(), cd = c.conv_dim(), h = c.nheads(), p = c.headdim,
+                      g = c.ngroups, nst = c.d_state, di = c.d_inner();
+        traits::gemm_nt(ctx, n, dp, c.d_model, u.data(), c.d_model, params_.in_proj.data(), c.d_model, b.zx, dp);
+        // Each sequence's conv sees its history rows then its newest token: n windows of d_conv rows,
+        // one dense batch for the conv kernel, whose last row per window is the one wanted.
+        for (index_t r = 0; r < n; ++r) {
+            A* win = b.window + r * K * dp;
+            traits::copy(ctx, states[std::size_t(r)]->window.data(), win, static_cast<std::size_t>((K - 1) * dp));
+            traits::copy(ctx, b.zx + r * dp, win + (K - 1) * dp, static_cast<std::size_t>(dp));
+        }
+        projection::conv_silu(ctx, c, n, K, b.window, params_.conv_weight.data(), params_.conv_bias.data(), b.xbc);
+        projection::time_steps(ctx, c, n, b.zx, params_.dt_bias.data(), params_.A_log.data(), params_.D.data(), b.dt,
+                               b.a_coef, b.d_coef);
+        auto newest_xbc = [&](index_t r) { return b.xbc + (r * K + K - 1) * cd; };
+
+        // Sequences at their TransPoint first, one at a time (each conversion is parallel inside).
+        for (index_t r = 0; r < n; ++r) {
+            decode_state& st = *states[std::size_t(r)];
+            if (st.position >= st.transpoint && !st.converted) convert_paged(ctx, st, b.a_coef, b.d_coef, b.convert);
+        }
+        const index_t work = std::max(h * p * nst, cache_tokens * (g * nst + h * p));
+        parallel_for(n, work, [&](index_t r, int thread) {
+            decode_state& st = *states[std::size_t(r)];
+            const index_t t = st.position;
+            const T* xbc = newest_xbc(r);
+            A* y = b.y + r * di;
+            if (t < st.transpoint) {
+                std::copy_n(xbc + di, g * nst, st.paged.key_row(t, g * nst));
+                std::copy_n(xbc, h * p, st.paged.value_row(t, h * p));
+                std::copy_n(b.dt + r * h, h, st.paged.dt_row(t, h));
+                const workspace_span slice{b.attention + std::size_t(thread) * b.attention_bytes, b.attention_bytes};
+                decode_attention::run_paged(ctx, c, xbc + di + g * nst, st.paged, b.d_coef, t + 1, y, slice);
+            } else {
+                const ssm_inputs<T> token{
+                    tensor_view<const T, 4>(xbc, {1, 1, h, p}),
+                    tensor_view<const T, 4>(xbc + di, {1, 1, g, nst}),
+                    tensor_view<const T, 4>(xbc + di + g * nst, {1, 1, g, nst}),
+                    tensor_view<const A, 3>(b.dt + r * h, {1, 1, h}),
+                    b.a_coef,
+                    b.d_coef,
+                };
+                decode_scan::run(ctx, c, token, tensor_view<A, 4>(y, {1, 1, h, p}),
+                                 tensor_view<A, 4>(st.state.data(), {1, h, p, nst}));
+            }
+        });
+        // Attention rows are not gated: each row is a one-token sequence whose TransPoint is 1
+        // (attention) or 0 (SSM).
+        for (index_t r = 0; r < n; ++r)
+            b.gate_points[r] = states[std::size_t(r)]->position < states[std::size_t(r)]->transpoint ? 1 : 0;
+        projection::gated_rmsnorm(ctx, c,
+                                  sequence_layout::dense(n, 1).split_at(std::span<const index_t>(b.gate_points, std::size_t(n))),
+                                  Policies::attention::gate_by_z, b.y, b.zx, params_.norm_weight.data(), b.normed);
+        traits::gemm_nt(ctx, n, c.d_model, di, b.normed, di, params_.out_proj.data(), di, out.data(), c.d_model);
+        for (index_t r = 0; r < n; ++r) {
+            decode_state& st = *states[std::size_t(r)];
+            traits::copy(ctx, b.window + (r * K + 1) * dp, st.window.data(), static_cast<std::size_t>((K - 1) * dp));
+            ++st.position;
+        }
+    }
+
     // Convenience: grows `ws` as needed.
     void forward(tensor_view<const T, 3> u, tensor_view<T, 3> out, index_t transpoint, workspace<Backend>& ws,
                  mixer_state_io<compute_type> state = {}, const context& ctx = {}) const {
         forward(u, out, transpoint, ws.reserve(workspace_bytes(u.extent(0), u.extent(1))), state, ctx);
+    }
+    void forward(tensor_view<const T, 3> u, tensor_view<T, 3> out, const sequence_layout& seqs, workspace<Backend>& ws,
+                 mixer_state_io<compute_type> state = {}, const context& ctx = {}) const {
+        forward(u, out, seqs, ws.reserve(workspace_bytes(seqs)), state, ctx);
     }
 
 private:
@@ -256,9 +383,9 @@ private:
         workspace_span scratch;  // shared by attention, converter and scan, which run one after another
     };
 
-    buffers layout(workspace_arena& arena, index_t batch, index_t L, bool own_state) const {
+    buffers layout(workspace_arena& arena, const sequence_layout& seqs, bool own_state) const {
         const auto& c = config();
-        const auto rows = static_cast<std::size_t>(batch * L);
+        const auto rows = static_cast<std::size_t>(seqs.rows());
         buffers b{};
         b.zxbcdt = arena.take<A>(rows * c.d_in_proj());
         b.xbc = arena.take<T>(rows * c.conv_dim());
@@ -267,13 +394,21 @@ private:
         b.d_coef = arena.take<A>(c.nheads());
         b.y = arena.take<A>(rows * c.d_inner());
         b.normed = arena.take<T>(rows * c.d_inner());
-        b.state = own_state ? arena.take<A>(static_cast<std::size_t>(batch * c.nheads() * c.headdim * c.d_state)) : nullptr;
-        const std::size_t scratch = std::max({attention::template scratch_bytes<T>(c, batch, L),
-                                              converter::template scratch_bytes<T>(c, batch, L),
-                                              scan::template scratch_bytes<T>(c, batch, L)});
+        b.state = own_state
+                      ? arena.take<A>(static_cast<std::size_t>(seqs.count() * c.nheads() * c.headdim * c.d_state))
+                      : nullptr;
+        const std::size_t scratch = std::max({scratch_of<attention>(c, seqs), scratch_of<converter>(c, seqs),
+                                              scratch_of<scan>(c, seqs)});
         std::byte* s = arena.take<std::byte>(scratch);
         b.scratch = {s, arena.measuring() ? 0 : scratch};
         return b;
+    }
+    // A kernel's scratch for a layout: backends with packed kernels size it from the layout, the
+    // others from the dense (batch, L) it then is.
+    template <class Kernel>
+    static std::size_t scratch_of(const mixer_config& c, const sequence_layout& seqs) {
+        if constexpr (has_packed_batches<Backend>) return Kernel::template scratch_bytes<T>(c, seqs);
+        else return Kernel::template scratch_bytes<T>(c, seqs.count(), seqs.max_length());
     }
 
     struct step_buffers {
@@ -303,6 +438,68 @@ private:
         return b;
     }
 
+    struct batch_step_buffers {
+        A* zx;            // (n, d_in_proj): the newest tokens' in-projections
+        A* window;        // (n * d_conv, d_in_proj): per sequence its history, then its newest row
+        T* xbc;           // (n * d_conv, conv_dim)
+        A* dt;            // (n, nheads)
+        A* a_coef;        // (nheads)
+        A* d_coef;        // (nheads)
+        A* y;             // (n, d_inner)
+        T* normed;        // (n, d_inner)
+        index_t* gate_points;  // (n): host memory (the CPU backend's)
+        workspace_span convert;      // the converter's, for one sequence at a time
+        std::byte* attention;        // per thread, attention_bytes each
+        std::size_t attention_bytes;
+    };
+    batch_step_buffers batch_step_layout(workspace_arena& arena, index_t n, index_t cache_tokens) const {
+        const auto& c = config();
+        const auto rows = static_cast<std::size_t>(n), windows = static_cast<std::size_t>(n * c.d_conv);
+        batch_step_buffers b{};
+        b.zx = arena.take<A>(rows * c.d_in_proj());
+        b.window = arena.take<A>(windows * c.d_in_proj());
+        b.xbc = arena.take<T>(windows * c.conv_dim());
+        b.dt = arena.take<A>(rows * c.nheads());
+        b.a_coef = arena.take<A>(c.nheads());
+        b.d_coef = arena.take<A>(c.nheads());
+        b.y = arena.take<A>(rows * c.d_inner());
+        b.normed = arena.take<T>(rows * c.d_inner());
+        b.gate_points = arena.take<index_t>(rows);
+        const std::size_t convert = converter::template scratch_bytes<T>(c, 1, std::max<index_t>(cache_tokens, 1));
+        b.convert = {arena.take<std::byte>(convert), arena.measuring() ? 0 : convert};
+        // Rounded to the arena's alignment, so that every thread's slice starts aligned.
+        const std::size_t per_thread = (decode_attention::template scratch_bytes<T>(c, std::max<index_t>(cache_tokens, 1)) +
+                                        workspace_arena::alignment - 1) /
+                                       workspace_arena::alignment * workspace_arena::alignment;
+        b.attention = arena.take<std::byte>(per_thread * static_cast<std::size_t>(max_threads()));
+        b.attention_bytes = per_thread;
+        return b;
+    }
+
+    // The Memory Converter over a paged cache, page by page in token order: each page's chunk
+    // state decays what came before it, which composes to the converter over the whole prefix.
+    void convert_paged(const context& ctx, decode_state& st, const A* a_coef, const A* d_coef,
+                       workspace_span scratch) const {
+        const auto& c = config();
+        const index_t P = st.transpoint, h = c.nheads(), p = c.headdim, g = c.ngroups, n = c.d_state;
+        const index_t page = st.paged.page_tokens;
+        const tensor_view<A, 4> S(st.state.data(), {1, h, p, n});
+        traits::fill(ctx, S.data(), static_cast<std::size_t>(S.size()), A(0));
+        for (index_t first = 0, i = 0; first < P; first += page, ++i) {
+            const index_t len = std::min(page, P - first);
+            const ssm_inputs<T> prefix{
+                tensor_view<const T, 4>(st.paged.values[std::size_t(i)], {1, len, h, p}),
+                tensor_view<const T, 4>(st.paged.keys[std::size_t(i)], {1, len, g, n}),
+                tensor_view<const T, 4>(st.paged.keys[std::size_t(i)], {1, len, g, n}),
+                tensor_view<const A, 3>(st.paged.dts[std::size_t(i)], {1, len, h}),
+                a_coef,
+                d_coef,
+            };
+            converter::run(ctx, c, prefix, len, S, scratch);
+        }
+        st.converted = true;
+    }
+
     void check_inputs(tensor_view<const T, 3> u, tensor_view<const A, 4> initial_state, const context& ctx) const {
         if (!checked_.done()) {
             check_finite(params_, "mixer", ctx);
@@ -318,39 +515,51 @@ private:
         }
     }
 
-    void run(tensor_view<const T, 3> u, tensor_view<T, 3> out, index_t P, const buffers& buf,
+    void run(tensor_view<const T, 3> u, tensor_view<T, 3> out, const sequence_layout& seqs, const buffers& buf,
              const mixer_state_io<A>& io, const context& ctx) const {
         const auto& c = config();
         const auto& w = params_;
-        const index_t batch = u.extent(0), L = u.extent(1), rows = batch * L;
+        // The views' (batch, L): (sequences, L) dense, (1, total) packed; the layout says which rows
+        // are whose.
+        const index_t vb = u.extent(0), vL = u.extent(1), rows = seqs.rows();
         const index_t h = c.nheads(), p = c.headdim, g = c.ngroups, n = c.d_state, cd = c.conv_dim();
 
         traits::gemm_nt(ctx, rows, c.d_in_proj(), c.d_model, u.data(), c.d_model, w.in_proj.data(), c.d_model,
                         buf.zxbcdt, c.d_in_proj());
-        projection::conv_silu(ctx, c, batch, L, buf.zxbcdt, w.conv_weight.data(), w.conv_bias.data(), buf.xbc);
+        if constexpr (has_packed_batches<Backend>)
+            projection::conv_silu(ctx, c, seqs, buf.zxbcdt, w.conv_weight.data(), w.conv_bias.data(), buf.xbc);
+        else projection::conv_silu(ctx, c, vb, vL, buf.zxbcdt, w.conv_weight.data(), w.conv_bias.data(), buf.xbc);
         projection::time_steps(ctx, c, rows, buf.zxbcdt, w.dt_bias.data(), w.A_log.data(), w.D.data(), buf.dt,
                                buf.a_coef, buf.d_coef);
 
         // x, B, C are strided views into xBC.
         ssm_inputs<T> in{
-            tensor_view<const T, 4>(buf.xbc, {batch, L, h, p}, {L * cd, cd, p, 1}),
-            tensor_view<const T, 4>(buf.xbc + c.d_inner(), {batch, L, g, n}, {L * cd, cd, n, 1}),
-            tensor_view<const T, 4>(buf.xbc + c.d_inner() + g * n, {batch, L, g, n}, {L * cd, cd, n, 1}),
-            tensor_view<const A, 3>(buf.dt, {batch, L, h}),
+            tensor_view<const T, 4>(buf.xbc, {vb, vL, h, p}, {vL * cd, cd, p, 1}),
+            tensor_view<const T, 4>(buf.xbc + c.d_inner(), {vb, vL, g, n}, {vL * cd, cd, n, 1}),
+            tensor_view<const T, 4>(buf.xbc + c.d_inner() + g * n, {vb, vL, g, n}, {vL * cd, cd, n, 1}),
+            tensor_view<const A, 3>(buf.dt, {vb, vL, h}),
             buf.a_coef,
             buf.d_coef,
         };
-        const tensor_view<A, 4> y(buf.y, {batch, L, h, p});
-        const tensor_view<A, 4> S(own(buf, io), {batch, h, p, n});
+        const tensor_view<A, 4> y(buf.y, {vb, vL, h, p});
+        const tensor_view<A, 4> S(own(buf, io), {seqs.count(), h, p, n});
 
-        attention::run(ctx, c, in, P, y, buf.scratch);
         if (io.initial_state.empty()) traits::fill(ctx, S.data(), static_cast<std::size_t>(S.size()), A(0));
         else traits::copy(ctx, io.initial_state.data(), S.data(), static_cast<std::size_t>(S.size()));
-        converter::run(ctx, c, in, P, S, buf.scratch);
-        scan::run(ctx, c, in, P, L, y, S, buf.scratch);
-
-        projection::gated_rmsnorm(ctx, c, batch, L, P, Policies::attention::gate_by_z, buf.y, buf.zxbcdt,
-                                  w.norm_weight.data(), buf.normed);
+        if constexpr (has_packed_batches<Backend>) {
+            attention::run(ctx, c, in, seqs, y, buf.scratch);
+            converter::run(ctx, c, in, seqs, S, buf.scratch);
+            scan::run(ctx, c, in, seqs, y, S, buf.scratch);
+            projection::gated_rmsnorm(ctx, c, seqs, Policies::attention::gate_by_z, buf.y, buf.zxbcdt,
+                                      w.norm_weight.data(), buf.normed);
+        } else {
+            const index_t P = seqs.prefix(0);  // dense, one TransPoint (forward() checked)
+            attention::run(ctx, c, in, P, y, buf.scratch);
+            converter::run(ctx, c, in, P, S, buf.scratch);
+            scan::run(ctx, c, in, P, vL, y, S, buf.scratch);
+            projection::gated_rmsnorm(ctx, c, vb, vL, P, Policies::attention::gate_by_z, buf.y, buf.zxbcdt,
+                                      w.norm_weight.data(), buf.normed);
+        }
         traits::gemm_nt(ctx, rows, c.d_model, c.d_inner(), buf.normed, c.d_inner(), w.out_proj.data(), c.d_inner(),
                         out.data(), c.d_model);
     }

@@ -6,8 +6,10 @@
 // their kinds from model_config::hybrid at run time (block/hybrid_block.hpp).
 #include <algorithm>
 #include <cstddef>
+#include <span>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "transmamba/block/block.hpp"
@@ -156,6 +158,46 @@ public:
         forward(u, out, policy, ws.reserve(workspace_bytes(u.extent(0), u.extent(1))), ctx);
     }
 
+    std::size_t workspace_bytes(const sequence_layout& seqs) const {
+        std::size_t most = 0;
+        std::apply([&](const auto&... blocks) { ((most = std::max(most, blocks.workspace_bytes(seqs))), ...); },
+                   groups_.front());
+        return most;
+    }
+
+    // A packed batch (core/sequence_layout.hpp): u (1, total, d_model) holds the sequences back to
+    // back, sequence s at rows [cu_seqlens[s], cu_seqlens[s+1]). TransMamba layer i runs sequence s
+    // at P = resolve_transpoint(policy, i, length of s), counted from the sequence's start, so every
+    // sequence's rows of `out` are those of forward() over that sequence alone.
+    template <transpoint_policy Policy>
+    void forward(tensor_view<const T, 3> u, tensor_view<T, 3> out, std::span<const index_t> cu_seqlens,
+                 const Policy& policy, workspace_span ws, const context& ctx = {}) const {
+        const auto seqs = sequence_layout::packed(cu_seqlens);
+        const index_t total = seqs.rows(), d = config_.mixer.d_model, count = seqs.count();
+        expect_shape(u, "u", {1, total, d});
+        expect_shape(out, "out", {1, total, d});
+        expect_contiguous(u, "u");
+        expect_contiguous(out, "out");
+        require(ws.bytes >= workspace_bytes(seqs), "workspace too small for the stack: has ", ws.bytes,
+                " bytes, needs ", workspace_bytes(seqs));
+        std::vector<index_t> points(static_cast<std::size_t>(num_transpoint_layers() * count));
+        for (index_t i = 0; i < num_transpoint_layers(); ++i)
+            for (index_t q = 0; q < count; ++q) points[std::size_t(i * count + q)] = resolve_transpoint(policy, i, seqs.length(q));
+        backend_traits<Backend>::copy(ctx, u.data(), out.data(), static_cast<std::size_t>(u.size()));
+        index_t layer = 0;
+        for (const auto& g : groups_) {
+            std::apply([&](const auto&... blocks) {
+                (run_block_packed(blocks, out, seqs, points, layer, ws, ctx), ...);
+            }, g);
+        }
+        block_kernel<Backend>::rmsnorm(ctx, total, d, out.data(), norm_f_.data(), config_.mixer.norm_eps, out.data());
+    }
+    template <transpoint_policy Policy>
+    void forward(tensor_view<const T, 3> u, tensor_view<T, 3> out, std::span<const index_t> cu_seqlens,
+                 const Policy& policy, workspace<Backend>& ws, const context& ctx = {}) const {
+        forward(u, out, cu_seqlens, policy, ws.reserve(workspace_bytes(sequence_layout::packed(cu_seqlens))), ctx);
+    }
+
     // ---- Decoding one sequence -------------------------------------------------------------------
     // Each TransMamba layer keeps its mixer's decode state; the TransPoints are resolved once, with
     // the sequence length taken as max_tokens: a fraction-of-length policy means a fraction of the
@@ -234,6 +276,49 @@ public:
         ++st.position;
     }
 
+    // ---- Batched decoding: one token for each of n sequences ---------------------------------------
+    // hidden (n, d_model): row r the next token of the sequence whose state is *states[r] (each
+    // prepared by prefill(), each at its own position and TransPoints, KV caches paged: see
+    // mixer::step_batch) -> the normalised outputs, in place. `cache_tokens` bounds every row's
+    // cached tokens after this step (the workspace's attention scratch is sized by it).
+    std::size_t batch_step_workspace_bytes(index_t n, index_t cache_tokens) const {
+        std::size_t most = workspace_arena::alignment;
+        std::apply([&](const auto&... blocks) {
+            ((most = std::max(most, block_batch_bytes(blocks, n, cache_tokens))), ...);
+        }, groups_.front());
+        return most;
+    }
+    void step_batch(tensor_view<T, 2> hidden, workspace_span ws, std::span<decode_state* const> states,
+                    index_t cache_tokens, const context& ctx = {}) const {
+        const index_t n = hidden.extent(0), d = config_.mixer.d_model;
+        expect_shape(hidden, "hidden", {n, d});
+        require(static_cast<index_t>(states.size()) == n, "batched step: ", n, " rows for ", states.size(), " states");
+        for (index_t r = 0; r < n; ++r) {
+            const decode_state& st = *states[std::size_t(r)];
+            require(static_cast<index_t>(st.layers.size()) == num_transpoint_layers() && st.position > 0,
+                    "decode_state of row ", r, " was not prepared by prefill() for this stack");
+            require(st.position < st.max_tokens, "decoding step of row ", r, " at position ", st.position,
+                    " would exceed its max_tokens = ", st.max_tokens);
+        }
+        std::vector<mixer_decode_state<T, Backend>*> layer_states(static_cast<std::size_t>(n));
+        index_t layer = 0;
+        auto run = [&](const auto& block) {
+            using Block = std::decay_t<decltype(block)>;
+            if constexpr (Block::has_transpoint) {
+                for (index_t r = 0; r < n; ++r)
+                    layer_states[std::size_t(r)] = &states[std::size_t(r)]->layers[std::size_t(layer)];
+                ++layer;
+                block.step_batch(hidden, ws, std::span<mixer_decode_state<T, Backend>* const>(layer_states), cache_tokens,
+                                 ctx);
+            } else {
+                block.forward(tensor_view<T, 3>(hidden.data(), {1, n, d}), 0, ws, ctx);
+            }
+        };
+        for (const auto& g : groups_) std::apply([&](const auto&... blocks) { (run(blocks), ...); }, g);
+        block_kernel<Backend>::rmsnorm(ctx, n, d, hidden.data(), norm_f_.data(), config_.mixer.norm_eps, hidden.data());
+        for (auto* st : states) ++st->position;
+    }
+
 private:
     // The next TransMamba layer's and the next attention layer's index while walking the blocks.
     struct layer_counters {
@@ -254,6 +339,11 @@ private:
     static std::size_t block_decode_bytes(const Block& block, index_t prompt_len, index_t cache_tokens) {
         if constexpr (Block::has_transpoint) return block.decode_workspace_bytes(prompt_len, cache_tokens);
         else return block.workspace_bytes(1, prompt_len);
+    }
+    template <class Block>
+    static std::size_t block_batch_bytes(const Block& block, index_t n, index_t cache_tokens) {
+        if constexpr (Block::has_transpoint) return block.batch_step_workspace_bytes(n, cache_tokens);
+        else return block.workspace_bytes(1, n);
     }
     template <class Block>
     static void prefill_block(const Block& block, tensor_view<T, 3> hidden, const std::vector<index_t>& points,
@@ -283,6 +373,19 @@ private:
         }
     }
 
+    template <class Block>
+    static void run_block_packed(const Block& block, tensor_view<T, 3> hidden, const sequence_layout& seqs,
+                                 const std::vector<index_t>& points, index_t& layer, workspace_span ws,
+                                 const context& ctx) {
+        if constexpr (Block::has_transpoint) {
+            const auto first = static_cast<std::size_t>(layer++ * seqs.count());
+            block.forward(hidden, seqs.split_at(std::span<const index_t>(points.data() + first,
+                                                                         static_cast<std::size_t>(seqs.count()))),
+                          ws, {}, ctx);
+        } else {
+            block.forward(hidden, 0, ws, ctx);
+        }
+    }
     template <class Block>
     static void run_block(const Block& block, tensor_view<T, 3> hidden, const std::vector<index_t>& points,
                           index_t& layer, workspace_span ws, const context& ctx) {

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <random>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -186,6 +187,46 @@ public:
         forward(input_ids, logits, policy, ws.reserve(workspace_bytes(input_ids.extent(0), input_ids.extent(1))), ctx);
     }
 
+    // A packed batch: input_ids (1, total) holds the sequences back to back, sequence s at positions
+    // [cu_seqlens[s], cu_seqlens[s+1]) (core/sequence_layout.hpp), logits (1, total, vocab). No
+    // padding is computed; each sequence's logits are those of forward() over it alone, its
+    // TransPoints resolved at its own length.
+    template <transpoint_policy Policy>
+    void forward(tensor_view<const std::int64_t, 2> input_ids, std::span<const index_t> cu_seqlens,
+                 tensor_view<logits_type, 3> logits, const Policy& policy, workspace_span ws,
+                 const context& ctx = {}) const {
+        const auto seqs = sequence_layout::packed(cu_seqlens);
+        const index_t total = seqs.rows(), d = d_model();
+        expect_shape(input_ids, "input_ids", {1, total});
+        expect_contiguous(input_ids, "input_ids");
+        expect_shape(logits, "logits", {1, total, vocab_size()});
+        expect_contiguous(logits, "logits");
+        check_token_ids(input_ids);
+        require(ws.bytes >= workspace_bytes(seqs), "workspace too small for the language model: has ", ws.bytes,
+                " bytes, needs ", workspace_bytes(seqs));
+        for (index_t i = 0; i < num_transpoint_layers(); ++i)
+            for (index_t q = 0; q < seqs.count(); ++q) (void)resolve_transpoint(policy, i, seqs.length(q));
+        check_weights(ctx);
+        workspace_arena arena(ws);
+        const auto b = layout(arena, seqs);
+        traits::copy_from_host(input_ids.data(), b.ids, static_cast<std::size_t>(total), ctx);
+        embed(ctx, total, b.ids, b.embedded);
+        backbone_.forward(tensor_view<const T, 3>(b.embedded, {1, total, d}), tensor_view<T, 3>(b.hidden, {1, total, d}),
+                          cu_seqlens, policy, b.inner, ctx);
+        project(ctx, total, b.hidden, logits.data());
+    }
+    template <transpoint_policy Policy>
+    void forward(tensor_view<const std::int64_t, 2> input_ids, std::span<const index_t> cu_seqlens,
+                 tensor_view<logits_type, 3> logits, const Policy& policy, workspace<Backend>& ws,
+                 const context& ctx = {}) const {
+        forward(input_ids, cu_seqlens, logits, policy, ws.reserve(workspace_bytes(sequence_layout::packed(cu_seqlens))), ctx);
+    }
+    std::size_t workspace_bytes(const sequence_layout& seqs) const {
+        workspace_arena measure;
+        layout(measure, seqs);
+        return measure.used();
+    }
+
     // The two ends on their own, for callers that run the stack themselves (decoding):
     // hidden (rows, d_model) = embeddings[ids], ids in the backend's memory and already checked;
     void embed(const context& ctx, index_t rows, const std::int64_t* ids, T* hidden) const {
@@ -222,9 +263,14 @@ private:
         workspace_span inner;
     };
     buffers layout(workspace_arena& arena, index_t batch, index_t L) const {
-        const auto rows = static_cast<std::size_t>(batch * L), d = static_cast<std::size_t>(d_model());
+        return layout(arena, batch * L, backbone_.workspace_bytes(batch, L));
+    }
+    buffers layout(workspace_arena& arena, const sequence_layout& seqs) const {
+        return layout(arena, seqs.rows(), backbone_.workspace_bytes(seqs));
+    }
+    buffers layout(workspace_arena& arena, index_t rows_, std::size_t inner) const {
+        const auto rows = static_cast<std::size_t>(rows_), d = static_cast<std::size_t>(d_model());
         buffers b{arena.take<std::int64_t>(rows), arena.take<T>(rows * d), arena.take<T>(rows * d), {}};
-        const std::size_t inner = backbone_.workspace_bytes(batch, L);
         b.inner = {arena.take<std::byte>(inner), arena.measuring() ? 0 : inner};
         return b;
     }

@@ -11,6 +11,7 @@
 #include "transmamba/core/config.hpp"
 #include "transmamba/core/numeric.hpp"
 #include "transmamba/core/parallel.hpp"
+#include "transmamba/core/sequence_layout.hpp"
 #include "transmamba/policy/projection.hpp"
 
 namespace transmamba {
@@ -64,13 +65,20 @@ struct projection_kernel<mamba2_projection, cpu> {
     // xBC (rows, conv_dim) = silu(causal depthwise conv over time of the xBC slice of zxbcdt).
     // zxbcdt: (batch, L, d_in_proj); conv_weight: (conv_dim, d_conv); out-of-sequence inputs are 0.
     template <class T, class A>
-    static void conv_silu(const cpu_context&, const mixer_config& cfg, index_t batch, index_t seqlen, const A* zxbcdt,
+    static void conv_silu(const cpu_context& ctx, const mixer_config& cfg, index_t batch, index_t seqlen,
+                          const A* zxbcdt, const T* conv_weight, const T* conv_bias, T* xbc) {
+        conv_silu(ctx, cfg, sequence_layout::dense(batch, seqlen), zxbcdt, conv_weight, conv_bias, xbc);
+    }
+    // The same over the flat rows of any sequence layout: each sequence's window starts at its first
+    // row (a packed batch's previous sequence is out of sequence, hence 0).
+    template <class T, class A>
+    static void conv_silu(const cpu_context&, const mixer_config& cfg, const sequence_layout& seqs, const A* zxbcdt,
                           const T* conv_weight, const T* conv_bias, T* xbc) {
         static_assert(std::is_same_v<T, A>, "the CPU backend computes in its storage type");
         const index_t width = cfg.d_conv, channels = cfg.conv_dim(), in_stride = cfg.d_in_proj();
         const index_t in_offset = cfg.d_inner();  // xBC follows z in the in-projection's output
-        parallel_for(batch * seqlen, channels * (width + 10), [&](index_t row, int) {  // the taps, then silu
-            const index_t t = row % seqlen;
+        parallel_for(seqs.rows(), channels * (width + 10), [&](index_t row, int) {  // the taps, then silu
+            const index_t t = seqs.locate(row).position;
             A* out = xbc + row * channels;
             const A* last = zxbcdt + row * in_stride + in_offset;  // tap width - 1 reads token t
             if (width == 4 && t >= 3) {
@@ -116,15 +124,22 @@ struct projection_kernel<mamba2_projection, cpu> {
     // and on attention tokens only when gate_attention. Each of the g groups of d_inner/g channels
     // is normalised on its own (mamba_ssm's grouped RMSNorm).
     template <class T, class A>
-    static void gated_rmsnorm(const cpu_context&, const mixer_config& cfg, index_t batch, index_t seqlen,
+    static void gated_rmsnorm(const cpu_context& ctx, const mixer_config& cfg, index_t batch, index_t seqlen,
                               index_t transpoint, bool gate_attention, const A* y, const A* zxbcdt,
                               const T* norm_weight, T* v) {
+        gated_rmsnorm(ctx, cfg, sequence_layout::dense(batch, seqlen).split_at(transpoint), gate_attention, y, zxbcdt,
+                      norm_weight, v);
+    }
+    // The same over the flat rows of a sequence layout, each sequence at its own TransPoint.
+    template <class T, class A>
+    static void gated_rmsnorm(const cpu_context&, const mixer_config& cfg, const sequence_layout& seqs,
+                              bool gate_attention, const A* y, const A* zxbcdt, const T* norm_weight, T* v) {
         static_assert(std::is_same_v<T, A>, "the CPU backend computes in its storage type");
         const index_t d = cfg.d_inner(), group = d / cfg.ngroups, zstride = cfg.d_in_proj();
         const A eps = static_cast<A>(cfg.norm_eps);
-        parallel_for(batch * seqlen, 15 * d, [&](index_t row, int) {  // silu gate, squares, scaling
-            const index_t t = row % seqlen;
-            const bool gated = t >= transpoint || gate_attention;
+        parallel_for(seqs.rows(), 15 * d, [&](index_t row, int) {  // silu gate, squares, scaling
+            const auto at = seqs.locate(row);
+            const bool gated = at.position >= seqs.prefix(at.sequence) || gate_attention;
             const A* yr = y + row * d;
             const A* z = zxbcdt + row * zstride;  // z is the first d_inner outputs of in_proj
             T* out = v + row * d;

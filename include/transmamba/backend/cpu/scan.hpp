@@ -35,6 +35,7 @@
 #include "transmamba/core/config.hpp"
 #include "transmamba/core/numeric.hpp"
 #include "transmamba/core/parallel.hpp"
+#include "transmamba/core/sequence_layout.hpp"
 #include "transmamba/core/ssm_inputs.hpp"
 #include "transmamba/core/workspace.hpp"
 #include "transmamba/policy/scan.hpp"
@@ -340,14 +341,14 @@ index_t block_length(const mixer_config& cfg) {
 }
 
 template <class A, bool Blocked>
-tiled_scratch<A> tiled_layout(workspace_arena& arena, const mixer_config& cfg, index_t batch) {
+tiled_scratch<A> tiled_layout(workspace_arena& arena, const mixer_config& cfg, index_t sequences) {
     tiled_scratch<A> s{};
     s.block = block_length<A, Blocked>(cfg);
     s.pp = padded_headdim(cfg.headdim, scan_tuning<A>::width);
     s.thread_elems = (Blocked ? 4 : 2) * s.block * s.pp + (Blocked ? s.block * s.block : 0);
     // Every piece a multiple of the packet width keeps the next one aligned.
     s.thread_elems = padded_headdim(s.thread_elems, scan_tuning<A>::width);
-    s.states = arena.take<A>(static_cast<std::size_t>(batch * cfg.nheads() * cfg.d_state * s.pp));
+    s.states = arena.take<A>(static_cast<std::size_t>(sequences * cfg.nheads() * cfg.d_state * s.pp));
     s.per_thread = arena.take<A>(static_cast<std::size_t>(max_threads() * s.thread_elems));
     return s;
 }
@@ -383,29 +384,52 @@ void finish_block(const A* yc, const A* carried, const A* lam, index_t tokens, i
     }
 }
 
-// The scan over [t_begin, t_end) by register tiles, token by token or in blocks.
+// The SSM span of sequence q: its rows from the TransPoint to its end, in the view's time index.
+struct ssm_span {
+    index_t begin, end;
+};
+inline ssm_span ssm_rows(const sequence_layout& seqs, index_t q) {
+    return {seqs.first_row(q) + seqs.prefix(q), seqs.first_row(q) + seqs.length(q)};
+}
+inline index_t longest_ssm_span(const sequence_layout& seqs) {
+    index_t most = 0;
+    for (index_t q = 0; q < seqs.count(); ++q) most = std::max(most, seqs.length(q) - seqs.prefix(q));
+    return most;
+}
+
+template <class A>
+void row_scan_heads(const ssm_inputs<A>& in, index_t b, index_t q, index_t k0, index_t k1, ssm_span rows,
+                    tensor_view<A, 4> y, tensor_view<A, 4> state);
+
+// The scan of every sequence over its SSM span by register tiles, token by token or in blocks; a
+// sequence whose span is too short to pay for the transposes goes row-wise within its task.
 template <bool Blocked, class A>
-void tiled_scan(const mixer_config& cfg, const ssm_inputs<A>& in, index_t t_begin, index_t t_end,
-                tensor_view<A, 4> y, tensor_view<A, 4> state, workspace_span span) {
+void tiled_scan(const mixer_config& cfg, const ssm_inputs<A>& in, const sequence_layout& seqs, tensor_view<A, 4> y,
+                tensor_view<A, 4> state, workspace_span span) {
     using P = typename scan_tuning<A>::packet;
     constexpr index_t W = scan_tuning<A>::width;
     workspace_arena arena(span);
-    const auto s = tiled_layout<A, Blocked>(arena, cfg, in.batch());
+    const auto s = tiled_layout<A, Blocked>(arena, cfg, seqs.count());
     const index_t p = in.headdim(), n = in.d_state(), h = in.nheads(), hg = in.heads_per_group(), pp = s.pp;
     const index_t bs = in.B.stride(1), cs = in.C.stride(1), ys = y.stride(1);
     const index_t per_task = std::max<index_t>(
-        1, (in.batch() * h + max_threads() * scan_tuning<A>::tasks_per_thread - 1) /
+        1, (seqs.count() * h + max_threads() * scan_tuning<A>::tasks_per_thread - 1) /
                (max_threads() * scan_tuning<A>::tasks_per_thread));
     const index_t tasks_per_seq = (h + per_task - 1) / per_task;
 
-    parallel_for(in.batch() * tasks_per_seq, per_task * (t_end - t_begin) * p * n, [&](index_t task, int thread) {
-        const index_t b = task / tasks_per_seq, k0 = task % tasks_per_seq * per_task, k1 = std::min(h, k0 + per_task);
+    parallel_for(seqs.count() * tasks_per_seq, per_task * longest_ssm_span(seqs) * p * n, [&](index_t task, int thread) {
+        const index_t q = task / tasks_per_seq, k0 = task % tasks_per_seq * per_task, k1 = std::min(h, k0 + per_task);
+        const index_t b = seqs.batch_of(q);
+        const auto [t_begin, t_end] = ssm_rows(seqs, q);
+        if (t_end <= t_begin) return;
+        if (t_end - t_begin < scan_tuning<A>::min_tiled_span)
+            return row_scan_heads(in, b, q, k0, k1, ssm_span{t_begin, t_end}, y, state);
         A* const dtx = s.dtx(thread);
         A* const yc = s.yc(thread);
-        auto transposed = [&](index_t k) { return s.states + (b * h + k) * n * pp; };
+        auto transposed = [&](index_t k) { return s.states + (q * h + k) * n * pp; };
         for (index_t k = k0; k < k1; ++k) {
             A* sT = transposed(k);
-            transpose_into(&state(b, k, 0, 0), n, p, n, sT, pp);
+            transpose_into(&state(q, k, 0, 0), n, p, n, sT, pp);
             for (index_t j = 0; j < n; ++j)  // padding rows of the state stay zero: dtx is zero there
                 std::fill(sT + j * pp + p, sT + (j + 1) * pp, A(0));
         }
@@ -492,24 +516,35 @@ void tiled_scan(const mixer_config& cfg, const ssm_inputs<A>& in, index_t t_begi
                 }
             }
         }
-        for (index_t k = k0; k < k1; ++k) transpose_into(transposed(k), pp, n, p, &state(b, k, 0, 0), n);
+        for (index_t k = k0; k < k1; ++k) transpose_into(transposed(k), pp, n, p, &state(q, k, 0, 0), n);
     });
 }
 
-// Row-wise over a short span, one contiguous range of (sequence, head) pairs per thread: a range
+// Heads [k0, k1) of sequence q (view batch b) over its rows, row-wise on the state as stored.
+template <class A>
+void row_scan_heads(const ssm_inputs<A>& in, index_t b, index_t q, index_t k0, index_t k1, ssm_span rows,
+                    tensor_view<A, 4> y, tensor_view<A, 4> state) {
+    const index_t p = in.headdim(), n = in.d_state(), hg = in.heads_per_group();
+    for (index_t k = k0; k < k1; ++k) {
+        const index_t grp = k / hg;
+        for (index_t t = rows.begin; t < rows.end; ++t) {
+            const A dt = in.dt(b, t, k);
+            scan_token_rows(&state(q, k, 0, 0), p, n, A(std::exp(dt * in.A[k])), dt, &in.x(b, t, k, 0),
+                            &in.B(b, t, grp, 0), &in.C(b, t, grp, 0), in.D[k], &y(b, t, k, 0));
+        }
+    }
+}
+
+// Row-wise over short spans, one contiguous range of (sequence, head) pairs per thread: a range
 // tends to stay on its core from call to call, and its states in that core's cache.
 template <class A>
-void row_scan(const ssm_inputs<A>& in, index_t t_begin, index_t t_end, tensor_view<A, 4> y, tensor_view<A, 4> state) {
-    const index_t p = in.headdim(), n = in.d_state(), hg = in.heads_per_group(), heads = in.batch() * in.nheads();
+void row_scan(const ssm_inputs<A>& in, const sequence_layout& seqs, tensor_view<A, 4> y, tensor_view<A, 4> state) {
+    const index_t p = in.headdim(), n = in.d_state(), h = in.nheads(), heads = seqs.count() * h;
     const index_t ranges = std::min<index_t>(max_threads(), heads);
-    parallel_for(ranges, (heads + ranges - 1) / ranges * (t_end - t_begin) * p * n, [&](index_t r, int) {
+    parallel_for(ranges, (heads + ranges - 1) / ranges * longest_ssm_span(seqs) * p * n, [&](index_t r, int) {
         for (index_t bh = heads * r / ranges; bh < heads * (r + 1) / ranges; ++bh) {
-            const index_t b = bh / in.nheads(), k = bh % in.nheads(), grp = k / hg;
-            for (index_t t = t_begin; t < t_end; ++t) {
-                const A dt = in.dt(b, t, k);
-                scan_token_rows(&state(b, k, 0, 0), p, n, A(std::exp(dt * in.A[k])), dt, &in.x(b, t, k, 0),
-                                &in.B(b, t, grp, 0), &in.C(b, t, grp, 0), in.D[k], &y(b, t, k, 0));
-            }
+            const index_t q = bh / h, k = bh % h;
+            row_scan_heads(in, seqs.batch_of(q), q, k, k + 1, ssm_rows(seqs, q), y, state);
         }
     });
 }
@@ -524,14 +559,29 @@ struct cpu_scan {
         return measure.used();
     }
     template <class T>
+    static std::size_t scratch_bytes(const mixer_config& cfg, const sequence_layout& seqs) {
+        if (seqs.max_length() < scan_tuning<T>::min_tiled_span) return 0;
+        workspace_arena measure;
+        tiled_layout<T, Blocked>(measure, cfg, seqs.count());
+        return measure.used();
+    }
+    template <class T>
     static void run(const mixer_config& cfg, const ssm_inputs<T>& in, index_t t_begin, index_t t_end,
+                    tensor_view<T, 4> y, tensor_view<T, 4> state, workspace_span span) {
+        if (t_end <= t_begin) return;
+        run(cfg, in, sequence_layout::dense(in.batch(), t_end).split_at(t_begin), y, state, span);
+    }
+    // Each sequence from its TransPoint to its end, from and into state(s, ...).
+    template <class T>
+    static void run(const mixer_config& cfg, const ssm_inputs<T>& in, const sequence_layout& seqs,
                     tensor_view<T, 4> y, tensor_view<T, 4> state, workspace_span span) {
         static_assert(std::is_same_v<T, compute_t<T>>, "the CPU scan runs in float or double");
         check_scan_views(in, state);
         require(y.stride(3) == 1, "scan: y must be contiguous along headdim");
-        if (t_end <= t_begin) return;
-        if (t_end - t_begin < scan_tuning<T>::min_tiled_span) row_scan(in, t_begin, t_end, y, state);
-        else tiled_scan<Blocked>(cfg, in, t_begin, t_end, y, state, span);
+        const index_t longest = longest_ssm_span(seqs);
+        if (longest <= 0) return;
+        if (longest < scan_tuning<T>::min_tiled_span) row_scan(in, seqs, y, state);
+        else tiled_scan<Blocked>(cfg, in, seqs, y, state, span);
     }
 };
 
@@ -548,6 +598,15 @@ struct scan_kernel<sequential_scan, cpu> {
                     index_t t_end, tensor_view<T, 4> y, tensor_view<T, 4> state, workspace_span span) {
         kernels::cpu::cpu_scan<false>::run(cfg, in, t_begin, t_end, y, state, span);
     }
+    template <class T>
+    static std::size_t scratch_bytes(const mixer_config& cfg, const sequence_layout& seqs) {
+        return kernels::cpu::cpu_scan<false>::scratch_bytes<T>(cfg, seqs);
+    }
+    template <class T>
+    static void run(const cpu_context&, const mixer_config& cfg, const ssm_inputs<T>& in, const sequence_layout& seqs,
+                    tensor_view<T, 4> y, tensor_view<T, 4> state, workspace_span span) {
+        kernels::cpu::cpu_scan<false>::run(cfg, in, seqs, y, state, span);
+    }
 };
 
 template <>
@@ -560,6 +619,15 @@ struct scan_kernel<chunked_ssd_scan, cpu> {
     static void run(const cpu_context&, const mixer_config& cfg, const ssm_inputs<T>& in, index_t t_begin,
                     index_t t_end, tensor_view<T, 4> y, tensor_view<T, 4> state, workspace_span span) {
         kernels::cpu::cpu_scan<true>::run(cfg, in, t_begin, t_end, y, state, span);
+    }
+    template <class T>
+    static std::size_t scratch_bytes(const mixer_config& cfg, const sequence_layout& seqs) {
+        return kernels::cpu::cpu_scan<true>::scratch_bytes<T>(cfg, seqs);
+    }
+    template <class T>
+    static void run(const cpu_context&, const mixer_config& cfg, const ssm_inputs<T>& in, const sequence_layout& seqs,
+                    tensor_view<T, 4> y, tensor_view<T, 4> state, workspace_span span) {
+        kernels::cpu::cpu_scan<true>::run(cfg, in, seqs, y, state, span);
     }
 };
 

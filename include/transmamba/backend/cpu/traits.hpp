@@ -19,6 +19,7 @@ struct backend_traits<cpu> {
     using buffer = host_buffer<T>;
     using context = cpu_context;
     static constexpr bool host_accessible = true;
+    static constexpr bool packed_batches = true;  // the kernels take a sequence_layout (cu_seqlens)
 
     template <class T>
     static void copy_to_host(const T* device, T* host, std::size_t n, const context&) {
