@@ -248,6 +248,14 @@ private:
         return b;
     }
 
+    // An optional state tensor (empty = not given) must have the state's shape and be contiguous.
+    template <class V>
+    static void expect_state_if_given(const V& state, const char* name, const extents<4>& shape) {
+        if (state.empty()) return;
+        expect_shape(state, name, shape);
+        expect_contiguous(state, name);
+    }
+
     static void check_forward(const layer& m, tensor_view<const T, 3> u, tensor_view<T, 3> out, index_t transpoint,
                               workspace_span ws, const mixer_state_io<A>& state, const context& ctx) {
         const auto& c = m.config();
@@ -260,14 +268,8 @@ private:
         expect_contiguous(out, "out");
         require(transpoint >= 0, "TransPoint P = ", transpoint, " is negative (P must be in [0, L])");
         const extents<4> state_shape{batch, c.nheads(), c.headdim, c.d_state};
-        if (!state.initial_state.empty()) {
-            expect_shape(state.initial_state, "initial_state", state_shape);
-            expect_contiguous(state.initial_state, "initial_state");
-        }
-        if (!state.final_state.empty()) {
-            expect_shape(state.final_state, "final_state", state_shape);
-            expect_contiguous(state.final_state, "final_state");
-        }
+        expect_state_if_given(state.initial_state, "initial_state", state_shape);
+        expect_state_if_given(state.final_state, "final_state", state_shape);
         require(ws.bytes >= workspace_bytes(c, batch, L), "training workspace too small for batch ", batch, ", L ", L,
                 ": has ", ws.bytes, " bytes, needs ", workspace_bytes(c, batch, L));
         check_finite(m.params(), "mixer", ctx);
@@ -301,14 +303,8 @@ private:
                     gc.ngroups == c.ngroups && gc.d_conv == c.d_conv,
                 "mixer_grads were made for another configuration than the mixer's");
         const extents<4> state_shape{batch, c.nheads(), c.headdim, c.d_state};
-        if (!state.final_state.empty()) {
-            expect_shape(state.final_state, "final_state gradient", state_shape);
-            expect_contiguous(state.final_state, "final_state gradient");
-        }
-        if (!state.initial_state.empty()) {
-            expect_shape(state.initial_state, "initial_state gradient", state_shape);
-            expect_contiguous(state.initial_state, "initial_state gradient");
-        }
+        expect_state_if_given(state.final_state, "final_state gradient", state_shape);
+        expect_state_if_given(state.initial_state, "initial_state gradient", state_shape);
         require(ws.bytes >= workspace_bytes(c, batch, L), "training workspace too small for batch ", batch, ", L ", L,
                 ": has ", ws.bytes, " bytes, needs ", workspace_bytes(c, batch, L));
     }

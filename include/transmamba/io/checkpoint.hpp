@@ -193,6 +193,32 @@ inline std::string name_list(const std::vector<std::string>& names, std::size_t 
     return s;
 }
 
+// The checkpoint's tensors that a load did not consume, less those `ignored(name)` accepts; an
+// error naming them unless `allowed` (`option` is the load option that accepts them).
+template <class Ignored>
+std::vector<std::string> unused_tensors(const checkpoint_weights& weights,
+                                        const std::set<std::string, std::less<>>& consumed, Ignored ignored,
+                                        bool allowed, const std::filesystem::path& dir, std::string_view option) {
+    std::vector<std::string> unused;
+    for (const auto& [name, e] : weights.entries())
+        if (!consumed.contains(name) && !ignored(name)) unused.push_back(name);
+    if (!unused.empty() && !allowed)
+        fail("checkpoint '", dir.string(), "' (", weights.description(), ") holds ", unused.size(), " tensor",
+             unused.size() == 1 ? "" : "s", " that the model does not use: ", name_list(unused), " (", option,
+             " accepts them)");
+    return unused;
+}
+
+// The TransPoint schedule that config.json's "transmamba" object stores, checked against the
+// model's TransMamba layers; empty (and false) when the config stores none.
+template <class Config, class Model>
+std::pair<transpoint_schedule, bool> stored_schedule(const Config& cfg, const Model& model) {
+    if (!cfg.transmamba.has_value()) return {transpoint_schedule{}, false};
+    transpoint_schedule schedule = cfg.transmamba->schedule;
+    schedule.validate(model.num_transpoint_layers());
+    return {std::move(schedule), true};
+}
+
 }  // namespace io_detail
 
 // Loads a checkpoint directory into a language model of storage type T on Backend (weights are
@@ -290,21 +316,12 @@ try {  // a function-try-block: the whole loader is the edge at which std::files
         consumed.insert("lm_head.weight");
     }
 
-    std::vector<std::string> unexpected;
-    for (const auto& [name, e] : weights.entries())
-        if (!consumed.contains(name)) unexpected.push_back(name);
-    if (!unexpected.empty() && !options.allow_unexpected_tensors)
-        fail("checkpoint '", dir.string(), "' (", weights.description(), ") holds ", unexpected.size(), " tensor",
-             unexpected.size() == 1 ? "" : "s", " that the model does not use: ", io_detail::name_list(unexpected),
-             " (load_options::allow_unexpected_tensors accepts them)");
+    auto unexpected = io_detail::unused_tensors(
+        weights, consumed, [](std::string_view) { return false; }, options.allow_unexpected_tensors, dir,
+        "load_options::allow_unexpected_tensors");
     traits::synchronize(ctx);
 
-    transpoint_schedule schedule;
-    const bool has_schedule = cfg.transmamba.has_value();
-    if (has_schedule) {
-        schedule = cfg.transmamba->schedule;
-        schedule.validate(model.num_transpoint_layers());
-    }
+    auto [schedule, has_schedule] = io_detail::stored_schedule(cfg, model);
     return {std::move(model), std::move(schedule), has_schedule, std::move(cfg), std::move(unexpected)};
 } catch (const std::filesystem::filesystem_error& e) {
     io_detail::rethrow_filesystem_error("cannot load the checkpoint", dir, e);

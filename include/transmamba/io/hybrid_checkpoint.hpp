@@ -119,25 +119,13 @@ try {
         consumed.insert("lm_head.weight");
     }
 
-    std::vector<std::string> unexpected;
-    for (const auto& [name, e] : weights.entries()) {
-        if (consumed.contains(name)) continue;
-        // Nemotron-H's multi-token-prediction layers: transformers skips them too.
-        if (cfg.mtp_layers > 0 && name.starts_with("mtp.")) continue;
-        unexpected.push_back(name);
-    }
-    if (!unexpected.empty() && !options.allow_unexpected_tensors)
-        fail("checkpoint '", dir.string(), "' (", weights.description(), ") holds ", unexpected.size(), " tensor",
-             unexpected.size() == 1 ? "" : "s", " that the model does not use: ", io_detail::name_list(unexpected),
-             " (hybrid_load_options::allow_unexpected_tensors accepts them)");
+    // Nemotron-H's multi-token-prediction layers are not part of the model: transformers skips them too.
+    const auto mtp = [&](std::string_view name) { return cfg.mtp_layers > 0 && name.starts_with("mtp."); };
+    auto unexpected = io_detail::unused_tensors(weights, consumed, mtp, options.allow_unexpected_tensors, dir,
+                                                "hybrid_load_options::allow_unexpected_tensors");
     traits::synchronize(ctx);
 
-    transpoint_schedule schedule;
-    const bool has_schedule = cfg.transmamba.has_value();
-    if (has_schedule) {
-        schedule = cfg.transmamba->schedule;
-        schedule.validate(model.num_transpoint_layers());
-    }
+    auto [schedule, has_schedule] = io_detail::stored_schedule(cfg, model);
     return {std::move(model), std::move(schedule), has_schedule, std::move(cfg), std::move(unexpected)};
 } catch (const std::filesystem::filesystem_error& e) {
     io_detail::rethrow_filesystem_error("cannot load the checkpoint", dir, e);
