@@ -14,13 +14,11 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
-#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
 
 #include <transmamba/backend/cuda/attention.cuh>
-#include <transmamba/backend/cuda/decode_attention.cuh>
 
 #include "reference/reference.hpp"
 
@@ -237,166 +235,7 @@ void check_all_shapes() {
 
 }  // namespace
 
-// Decoding: the newest token (position len - 1) against a cache of len tokens equals the last row
-// of the oracle's causal attention over those len tokens. Float32 arithmetic on inputs rounded to
-// T: bound 1e-5 for every storage type. Caches from 1 token to several key splits, and a group of
-// 5120 columns (two column slices of a split block). (The oracle computes every row of the causal
-// attention in float64: the caches stay at a few thousand tokens to keep it to seconds.)
-//
-// Past a few thousand tokens (RoPE at long positions) the full oracle is too slow; the newest row
-// alone is then computed here in float64 from SPEC section 3, with the oracle's rotation.
-std::vector<double> newest_row_oracle(const reference::variant& var, index_t len, index_t h, index_t p, index_t n,
-                                      index_t g, const std::vector<double>& x, const std::vector<double>& B,
-                                      const std::vector<double>& C, const std::vector<double>& D) {
-    const index_t hg = h / g;
-    std::vector<double> y(static_cast<std::size_t>(h * p), 0.0);
-    std::vector<double> q(static_cast<std::size_t>(n)), k(static_cast<std::size_t>(n)), s(static_cast<std::size_t>(len));
-    for (index_t grp = 0; grp < g; ++grp) {
-        std::copy_n(C.begin() + ((len - 1) * g + grp) * n, n, q.begin());
-        if (var.rope) reference::rope_rotate(q.data(), int(n), double(len - 1), var.rope_theta);
-        double top = -std::numeric_limits<double>::infinity();
-        for (index_t j = 0; j < len; ++j) {
-            std::copy_n(B.begin() + (j * g + grp) * n, n, k.begin());
-            if (var.rope) reference::rope_rotate(k.data(), int(n), double(j), var.rope_theta);
-            double dot = 0;
-            for (index_t i = 0; i < n; ++i) dot += q[std::size_t(i)] * k[std::size_t(i)];
-            s[std::size_t(j)] = dot * var.scale;
-            top = std::max(top, s[std::size_t(j)]);
-        }
-        double sum = 0;
-        for (auto& e : s) sum += (e = std::exp(e - top));
-        for (index_t head = grp * hg; head < (grp + 1) * hg; ++head)
-            for (index_t c = 0; c < p; ++c) {
-                double acc = 0;
-                for (index_t j = 0; j < len; ++j) acc += s[std::size_t(j)] * x[std::size_t((j * h + head) * p + c)];
-                y[std::size_t(head * p + c)] =
-                    acc / sum + (var.d_skip_attention ? D[std::size_t(head)] * x[std::size_t(((len - 1) * h + head) * p + c)] : 0.0);
-            }
-    }
-    return y;
-}
-
-// `shape` may rewrite the random inputs (x, B, C as float64, before they are rounded to T).
-using input_shaper = std::function<void(std::vector<double>&, std::vector<double>&, std::vector<double>&)>;
-
-template <class T, class Variant>
-void check_decode_case(index_t len, index_t h, index_t p, index_t n, index_t g, const char* variant, std::uint64_t seed,
-                       double query_range = 2.0, const input_shaper& shape = {}) {
-    mixer_config cfg;
-    cfg.expand = 1;
-    cfg.d_model = h * p;
-    cfg.headdim = p;
-    cfg.d_state = n;
-    cfg.ngroups = g;
-    cfg.validate();
-    reference::dims d;
-    d.seqlen = int(len);
-    d.d_model = int(h * p);
-    d.expand = 1;
-    d.headdim = int(p);
-    d.d_state = int(n);
-    d.ngroups = int(g);
-    const auto hp = static_cast<std::size_t>(h * p), gn = static_cast<std::size_t>(g * n);
-    const auto rows = static_cast<std::size_t>(len);
-    auto x = reference::random_vector(rows * hp, seed * 101 + 1);
-    auto B = reference::random_vector(rows * gn, seed * 101 + 2);
-    auto C = reference::random_vector(rows * gn, seed * 101 + 3, -query_range, query_range);  // peaked softmax rows too
-    auto D = reference::random_vector(static_cast<std::size_t>(h), seed * 101 + 4, 0.5, 1.5);
-    if (shape) shape(x, B, C);
-    for (auto* v : {&x, &B, &C})
-        for (auto& e : *v) e = round_to<T>(e);
-    for (auto& e : D) e = static_cast<double>(static_cast<float>(e));
-    const auto to_t = [](const std::vector<double>& v, std::size_t from, std::size_t count) {
-        std::vector<T> r(count);
-        for (std::size_t i = 0; i < count; ++i) r[i] = kernels::cuda::from_float<T>(float(v[from + i]));
-        return r;
-    };
-    const auto keys = to_t(B, 0, rows * gn), values = to_t(x, 0, rows * hp), query = to_t(C, (rows - 1) * gn, gn);
-    std::vector<float> D_f(D.begin(), D.end()), y_host(hp, std::numeric_limits<float>::quiet_NaN());
-
-    using traits = backend_traits<transmamba::cuda>;
-    const cuda_context ctx{};
-    device_buffer<T> keys_d(keys.size()), values_d(values.size()), query_d(query.size());
-    device_buffer<float> D_d(D_f.size()), y_d(hp);
-    traits::copy_from_host(keys.data(), keys_d.data(), keys.size(), ctx);
-    traits::copy_from_host(values.data(), values_d.data(), values.size(), ctx);
-    traits::copy_from_host(query.data(), query_d.data(), query.size(), ctx);
-    traits::copy_from_host(D_f.data(), D_d.data(), D_f.size(), ctx);
-    traits::copy_from_host(y_host.data(), y_d.data(), hp, ctx);
-    using kernel = decode_attention_kernel<Variant, transmamba::cuda>;
-    device_buffer<std::byte> scratch(kernel::template scratch_bytes<T>(cfg, len));
-    kernel::template run<T>(ctx, cfg, query_d.data(), keys_d.data(), values_d.data(), D_d.data(), len, y_d.data(),
-                            align_span({scratch.data(), scratch.size()}));
-    traits::copy_to_host(y_d.data(), y_host.data(), hp, ctx);
-    traits::synchronize(ctx);
-
-    const auto var = oracle_variant<Variant>(n);
-    const std::vector<double> got(y_host.begin(), y_host.end());
-    std::vector<double> last;
-    if (len <= 3000) {
-        const auto want = reference::attention(d, var, x, B, C, D, int(len));
-        last.assign(want.end() - std::ptrdiff_t(hp), want.end());
-    } else {
-        last = newest_row_oracle(var, len, h, p, n, g, x, B, C, D);
-    }
-    const double rel = reference::max_relative_error(got, last);
-    std::printf("decode attention cuda %-5s %-16s len=%td h=%td p=%td n=%td g=%td: rel err %.3e\n", type_name<T>(),
-                variant, len, h, p, n, g, rel);
-    INFO(type_name<T>(), " ", variant, " len=", len, " h=", h, " p=", p, " n=", n, " g=", g);
-    CHECK(rel < 1e-5);
-}
-
-TEST_CASE_TEMPLATE("decode attention cuda: the newest row of causal attention, split over the cache", T, float,
-                   __nv_bfloat16) {
-    std::uint64_t seed = 300;
-    check_decode_case<T, paper_attention>(1, 4, 16, 32, 2, "paper_attention", ++seed);
-    check_decode_case<T, paper_attention>(100, 4, 16, 32, 1, "paper_attention", ++seed);
-    check_decode_case<T, paper_attention>(1000, 8, 64, 128, 2, "paper_attention", ++seed);
-    check_decode_case<T, paper_attention>(3000, 8, 64, 128, 1, "paper_attention", ++seed);
-    check_decode_case<T, paper_attention>(300, 80, 64, 32, 1, "paper_attention", ++seed);  // 5120 columns
-    check_decode_case<T, no_skip_attention>(333, 4, 32, 64, 4, "no_skip_attention", ++seed);
-    check_decode_case<T, rope_attention>(900, 4, 32, 64, 2, "rope_attention", ++seed);
-}
-
-// Two "needle" keys, far apart and far from the query, each scoring about 25 after rotation while
-// every other key scores near 0: the two share the softmax about evenly, so the output follows the
-// difference of their scores. Each needle is the query turned to its position and then by a further
-// pi/3 in every pair, so that its score sits on the slope of the cosine, not at its top (where an
-// angle error only moves it to second order). Angles rounded to float32, as the decoding kernel once
-// took them, are off by up to ~1e-3 rad at t ~ 40k: that moves the output by ~5e-4 here (a float64
-// simulation of both on the CPU), fifty times the bound. Random keys alone average such errors out:
-// that first version of this test passed on the float32-angle kernel too.
-input_shaper two_needles(index_t len, index_t n, index_t g, std::vector<index_t> needles) {
-    return [=](std::vector<double>&, std::vector<double>& B, std::vector<double>& C) {
-        using variant = rope_attention;
-        const index_t gn = g * n, half = n / 2, query_pos = len - 1;
-        const double scale = variant::scale::value(n), turn = std::acos(-1.0) / 3;
-        for (auto& b : B) b *= 0.01;
-        for (index_t grp = 0; grp < g; ++grp) {
-            const double* q = C.data() + query_pos * gn + grp * n;
-            double q2 = 0;
-            for (index_t i = 0; i < n; ++i) q2 += q[i] * q[i];
-            const double gain = 25.0 / (scale * q2 * std::cos(turn));
-            for (const index_t j : needles) {
-                double* k = B.data() + j * gn + grp * n;  // R(query_pos - j) q: rotated, it meets q again
-                std::copy(q, q + n, k);
-                reference::rope_rotate(k, int(n), double(query_pos - j), variant::position::theta);
-                for (index_t i = 0; i < half; ++i) {
-                    const double a = k[i], b = k[i + half];
-                    k[i] = gain * (a * std::cos(turn) - b * std::sin(turn));
-                    k[i + half] = gain * (b * std::cos(turn) + a * std::sin(turn));
-                }
-            }
-        }
-    };
-}
-
-TEST_CASE("decode attention cuda: RoPE at positions past 32k rotates as the float64 oracle") {
-    check_decode_case<float, rope_attention>(40000, 2, 16, 32, 1, "rope_attention", 901, 2.0,
-                                             two_needles(40000, 32, 1, {17001, 30011}));
-    check_decode_case<float, rope_attention>(33000, 4, 16, 64, 2, "rope_attention", 902, 2.0,
-                                             two_needles(33000, 64, 2, {9001, 25013}));
-}
+// The decoding step's cases are in test_decode_attention_cuda.cu.
 
 TEST_CASE("attention cuda: float matches the float64 oracle") { check_all_shapes<float>(); }
 
