@@ -4,6 +4,11 @@
 # kernel and the one before it, timed the same way) and the peer, and leaves the logs under $OUT.
 #
 #   bash bench/decode_device.sh            (repository root = a copy of this worktree; about 5 minutes)
+#   PART=attention bash bench/decode_device.sh
+#       the attention side instead (issue 12's flash-decoding step, branch h-fdec): its tests and the
+#       session / mixer decoding tests, memcheck on its cases, the decode_attention benchmarks of
+#       bench/cuda/decode.cu and decode_peers.py --attention (SDPA with q length 1 over the same
+#       caches, flash_attn_with_kvcache where importable); no old kernel, no mamba_ssm needed.
 #
 # Needs: nvcc (CUDA 13.0), .deps/usr (Google Benchmark, doctest, Eigen, nlohmann-json), and for the
 # peer .peers/mamba_ssm (bench/peers/ssd_triton.py says how it is made; without it the peer step
@@ -18,6 +23,7 @@
 set -u
 OUT=${OUT:-out}
 OLD=${OLD:-4b0e545}
+PART=${PART:-ssm}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 SUMMARY=$OUT/summary.txt
@@ -46,7 +52,9 @@ B=/tmp/decode_build
 rm -rf "$B" && mkdir -p "$B/old/include/transmamba/backend/cuda"
 HAVE_OLD=0
 OLD_HEADER=$B/old/include/transmamba/backend/cuda/decode_scan.cuh
-if git show "$OLD:include/transmamba/backend/cuda/decode_scan.cuh" >"$OLD_HEADER" 2>/dev/null; then
+if [ "$PART" = attention ]; then
+    :  # the flash-decoding kernel has no old program to compare with here
+elif git show "$OLD:include/transmamba/backend/cuda/decode_scan.cuh" >"$OLD_HEADER" 2>/dev/null; then
     HAVE_OLD=1
 elif [ -f .devtmp/old_decode_scan.cuh ]; then  # a copy made beside the checkout (untracked)
     cp .devtmp/old_decode_scan.cuh "$OLD_HEADER" && HAVE_OLD=1
@@ -74,6 +82,7 @@ fi
 # ---- build: every translation unit in parallel -----------------------------------------------------
 t0=$(date +%s)
 TESTS="main_cuda.cpp cuda/test_scan_cuda.cu cuda/test_session_cuda.cu cuda/test_mixer_cuda.cu cuda/test_streams_cuda.cu"
+[ "$PART" = attention ] && TESTS="main_cuda.cpp cuda/test_decode_attention_cuda.cu cuda/test_session_cuda.cu cuda/test_mixer_cuda.cu cuda/test_streams_cuda.cu"
 pids=()
 for src in $TESTS; do
     obj=$B/$(basename "$src").o
@@ -95,6 +104,48 @@ for src in $TESTS; do objs="$objs $B/$(basename "$src").o"; done
 $NV $objs -o "$B/tests" -lcublas -lcublasLt >"$OUT/build_link.log" 2>&1 || build_rc=1
 echo "build rc=$build_rc $(($(date +%s) - t0))s (old kernel from $OLD: $HAVE_OLD)" | tee -a "$SUMMARY"
 [ $build_rc = 0 ] || grep -h -B2 -A6 "error" "$OUT"/build_*.log | head -60
+
+# ---- the attention side (PART=attention): tests, memcheck, ours, the peer; then the table -------
+if [ "$PART" = attention ]; then
+    if [ -x "$B/tests" ]; then
+        step tests 90 "$B/tests" -tc='decode attention cuda*,cuda session*,cuda decoding*' >"$OUT/tests.log" 2>&1
+        grep -E "^\[doctest\] (test cases|assertions)|ERROR|^decode attention" "$OUT/tests.log" | head -60
+        step memcheck 60 compute-sanitizer --tool memcheck --error-exitcode 3 "$B/tests" -tc='decode attention cuda*' \
+            >"$OUT/memcheck.log" 2>&1
+        grep -E "ERROR SUMMARY|test cases" "$OUT/memcheck.log"
+    fi
+    if [ -x "$B/bench_new" ]; then
+        step bench 80 "$B/bench_new" --benchmark_filter='^decode_attention/' --benchmark_out="$OUT/bench_attention.json" \
+            --benchmark_out_format=json >"$OUT/bench_attention.log" 2>&1
+    fi
+    PYTHONPATH=$PWD/bench/peers step peer 90 python3 bench/peers/decode_peers.py --attention --budget 70 \
+        --json "$OUT/peer_attention.json" >"$OUT/peer_attention.log" 2>&1
+    python3 - "$OUT" <<'EOF' | tee "$OUT/table.txt"
+import json, os, re, sys
+out = sys.argv[1]
+rows = {}
+def load(path, impl_of):
+    if os.path.exists(path):
+        for b in json.load(open(path))["benchmarks"]:
+            if "median_ms" in b:
+                key = re.sub(r"^decode_attention/[a-z_]+/", "", b["name"].split("/iterations:")[0])
+                rows.setdefault(key, {})[impl_of(b)] = (b["median_ms"] * 1e3, b.get("GB_per_s", 0) / 4300)
+load(os.path.join(out, "bench_attention.json"), lambda b: "ours")
+load(os.path.join(out, "peer_attention.json"), lambda b: b["name"].split("/")[1])
+cols = ["ours", "sdpa_kvcache", "flash_kvcache"]
+print(f"{'decode_attention (us, fraction of 4.3 TB/s)':62s}" + "".join(f"{c:>22s}" for c in cols) + f"{'sdpa/ours':>10s}")
+def order(k):
+    num = lambda key: int(m.group(1)) if (m := re.search(key + r":(\d+)", k)) else 0
+    return ("graph:1" in k, "p:128" in k, num("g"), num("cache"), num("b"))
+for key in sorted(rows, key=order):
+    r = rows[key]
+    cells = "".join(f"{r[c][0]:14.1f} ({r[c][1]:4.2f})" if c in r else f"{'-':>22s}" for c in cols)
+    ratio = f"{r['sdpa_kvcache'][0] / r['ours'][0]:10.2f}" if "ours" in r and "sdpa_kvcache" in r else ""
+    print(f"{key:62s}{cells}{ratio}")
+EOF
+    cat "$SUMMARY"
+    exit 0
+fi
 
 # ---- tests (the decoding step's cases, old and new, and the scan files' others) -----------------
 DECODE='cuda decode_scan*,cuda session*'

@@ -13,9 +13,12 @@
 //   decode_ssm/transmamba_call/bf16/...: the same kernel, events around ONE call (eager) or one
 //       replay of a graph holding one call: the latency of an isolated step, which adds the
 //       launch's host-to-GPU latency that back-to-back calls hide
-//   decode_attention/transmamba/bf16/b:1/h:64/p:64/n:128/g:{1,8}/cache:{1024,8192}/graph:{0,1}
-//       decode_attention_kernel: the newest query against a KV cache of `cache` tokens, split along
-//       the cache (peer: SDPA over the same cache, keys repeated per head)
+//   decode_attention/transmamba/bf16/b:{1,16,64}/h:64/p:64/n:128/g:{1,8}/cache:{4096,32768}/graph:{0,1}
+//       decode_attention_kernel (flash-decoding): each sequence's newest query against its KV cache
+//       of `cache` tokens (peer: SDPA with q length 1 over the same cache, keys repeated per head);
+//       of_4300_GB_per_s = the cache's bytes per second over the H200's 4.3 TB/s copy rate
+//   decode_attention/transmamba/bf16/b:{1,16,64}/h:64/p:128/n:128/g:64/cache:{4096,32768}/graph:{0,1}
+//       the same as plain multi-head attention (g = h, headdim 128; peer: SDPA without a repeat)
 //   Inputs rotate over enough copies (>= 150 MB in all) that no call finds its state or cache in
 //   the 50 MB L2; graph:1 replays one captured launch per copy.
 //
@@ -328,31 +331,78 @@ void bm_decode_ssm_kernel(benchmark::State& st, index_t batch, index_t g, bool g
     bench::set_counters(st, times, w);
 }
 
-// decode_attention_kernel: the newest token's query against a cache of `cache` tokens.
-void bm_decode_attention_kernel(benchmark::State& st, index_t g, index_t cache, bool graph) {
-    const mixer_config c = layer_config(g);
-    const index_t h = c.nheads(), p = c.headdim, n = c.d_state;
+// decode_attention_kernel over `batch` sequences, each with a cache of `cache` tokens (dense, side
+// by side: keys (batch, cache, g, n), values (batch, cache, h, p)); batch 1 through run (the
+// session's entry), more through run_batch. Each graph holds one launch pair (split + combine).
+void bm_decode_attention_kernel(benchmark::State& st, const mixer_config& c, index_t batch, index_t cache, bool graph) {
+    const index_t h = c.nheads(), p = c.headdim, n = c.d_state, g = c.ngroups;
     using kernel = decode_attention_kernel<paper_attention, transmamba::cuda>;
-    const std::size_t key_elems = static_cast<std::size_t>(cache * g * n), value_elems = static_cast<std::size_t>(cache * h * p);
+    const std::size_t key_elems = static_cast<std::size_t>(batch * cache * g * n),
+                      value_elems = static_cast<std::size_t>(batch * cache * h * p);
     const int copies = copies_for(double(key_elems + value_elems) * sizeof(bf16));
-    device_buffer<bf16> keys(key_elems * copies), values(value_elems * copies), query(static_cast<std::size_t>(g * n));
-    device_buffer<float> D(h), y(static_cast<std::size_t>(h * p));
+    device_buffer<bf16> keys(key_elems * copies), values(value_elems * copies), query(static_cast<std::size_t>(batch * g * n));
+    device_buffer<float> D(h), y(static_cast<std::size_t>(batch * h * p));
     bench::fill_uniform(keys, 31, -1.0f, 1.0f);
     bench::fill_uniform(values, 32, -1.0f, 1.0f);
     bench::fill_uniform(query, 33, -1.0f, 1.0f);
     bench::fill_uniform(D, 34, 0.5f, 1.5f);
-    device_buffer<std::byte> scratch(kernel::scratch_bytes<bf16>(c, cache));
+    device_buffer<std::byte> scratch(kernel::batch_scratch_bytes<bf16>(c, batch, cache));
+    const workspace_span span = align_span({scratch.data(), scratch.size()});
     const auto launch = [&](int i, const cuda_context& ctx) {
-        kernel::run<bf16>(ctx, c, query.data(), keys.data() + key_elems * i, values.data() + value_elems * i, D.data(),
-                          cache, y.data(), align_span({scratch.data(), scratch.size()}));
+        if (batch == 1) {
+            kernel::run<bf16>(ctx, c, query.data(), keys.data() + key_elems * i, values.data() + value_elems * i, D.data(),
+                              cache, y.data(), span);
+            return;
+        }
+        decode_attention_batch<bf16> in;
+        in.batch = batch;
+        in.query = query.data();
+        in.query_stride = g * n;
+        in.keys = keys.data() + key_elems * i;
+        in.key_stride = cache * g * n;
+        in.values = values.data() + value_elems * i;
+        in.value_stride = cache * h * p;
+        in.max_len = cache;
+        in.y = y.data();
+        in.y_stride = h * p;
+        kernel::run_batch<bf16>(ctx, c, in, D.data(), span);
     };
     const auto times = time_rotating(st, copies, graph, launch);
     bench::work_counts w;
-    w.tokens = 1.0;
-    w.flops = 2.0 * double(cache) * double(g * n + h * p);
+    w.tokens = double(batch);
+    w.flops = 2.0 * double(batch) * double(cache) * double(g * n + h * p);
     w.bytes = double(key_elems + value_elems) * sizeof(bf16);
     w.ceiling = bench::ceiling_TFLOP_per_s("bf16");
     bench::set_counters(st, times, w);
+    // The floor: the cache's bytes at the H200's copy rate (byte_fraction is of the H100's 3.0 TB/s).
+    st.counters["of_4300_GB_per_s"] = st.counters["GB_per_s"].value / 4300.0;
+}
+
+// Plain multi-head attention at headdim 128 (g = h: one key head per query head, what SDPA and
+// FlashAttention decode without repeating anything).
+mixer_config multi_head_config() {
+    mixer_config c;
+    c.d_model = 4096;
+    c.expand = 2;
+    c.headdim = 128;
+    c.d_state = 128;
+    c.ngroups = 64;
+    c.validate();
+    return c;
+}
+
+void add_attention_kernels(const mixer_config& c) {
+    for (int graph : {0, 1})
+        for (index_t cache : {4096, 32768})
+            for (index_t batch : {1, 16, 64}) {
+                const double bytes = double(batch * cache * (c.ngroups * c.d_state + c.nheads() * c.headdim)) * sizeof(bf16);
+                const double est_ms = bytes / 3e9 + 0.01;
+                bench::add(bench::bench_name("decode_attention", "transmamba", "bf16",
+                                             {{"b", batch}, {"h", c.nheads()}, {"p", c.headdim}, {"n", c.d_state},
+                                              {"g", c.ngroups}, {"cache", cache}, {"graph", graph}}),
+                           bench::iterations_for(est_ms, 200.0, 20, 200),
+                           [=](benchmark::State& st) { bm_decode_attention_kernel(st, c, batch, cache, graph == 1); });
+            }
 }
 
 void add_kernels(index_t g) {
@@ -373,11 +423,6 @@ void add_kernels(index_t g) {
                                                  {{"b", batch}, {"h", c.nheads()}, {"p", c.headdim}, {"n", c.d_state},
                                                   {"g", g}, {"graph", graph}}),
                                100, [=](benchmark::State& st) { bm_decode_ssm_kernel(st, batch, g, true, false, rows); });
-        for (index_t cache : {1024, 8192})
-            bench::add(bench::bench_name("decode_attention", "transmamba", "bf16",
-                                         {{"b", 1}, {"h", c.nheads()}, {"p", c.headdim}, {"n", c.d_state}, {"g", g},
-                                          {"cache", cache}, {"graph", graph}}),
-                       200, [=](benchmark::State& st) { bm_decode_attention_kernel(st, g, cache, graph == 1); });
     }
 }
 
@@ -393,6 +438,8 @@ void add_group(index_t g) {
 
 int main(int argc, char** argv) {
     for (index_t g : {1, 8}) add_kernels(g);
+    for (index_t g : {1, 8}) add_attention_kernels(layer_config(g));
+    add_attention_kernels(multi_head_config());
     for (index_t g : {1, 8}) {
         add_group<false>(g);
         add_group<true>(g);

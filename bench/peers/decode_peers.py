@@ -19,6 +19,13 @@ What is measured:
   `repeat_interleave`, a copy), values x (b, h, T, p). With n != p FA2 does not apply; the
   dispatch picks another backend (which may copy the expanded keys itself).
 
+- `decode_attention/sdpa_kvcache/bf16/b:B/h:64/p:128/n:128/g:64/cache:T/graph:{0,1}`: plain
+  multi-head attention (g = h, nothing repeated), the shape every decoding kernel serves; and
+  `decode_attention/flash_kvcache/...` the same through flash_attn's `flash_attn_with_kvcache`
+  (q (b, 1, h, d), caches (b, T, h, d), cache_seqlens = T), when the module is importable.
+- `--attention`: the flash-decoding comparison of bench/cuda/decode.cu, batch 1, 16, 64 at caches
+  of 4096 and 32768 tokens, TransMamba's shape at g 1 and 8 and the multi-head shape above.
+
 Ours (bench/cuda/decode.cu) times a whole mixer step (projections, conv, norm included) at batch
 1; these peers time the state update or the attention alone, so their ratio to ours bounds how
 much of our step is overhead rather than comparing like with like.
@@ -30,7 +37,7 @@ one call's state or cache is under 150 MB, K copies (K * size >= 150 MB, three t
 are made and the calls cycle through them, so no call finds its data in L2 from the call before.
 GB_per_s: the float32 state read and written (ssu) or the K and V cache read (SDPA).
 
-Usage: python3 bench/peers/decode_peers.py [--json out.json] [--quick] [--ssm-only] [--budget SECONDS]
+Usage: python3 bench/peers/decode_peers.py [--json out.json] [--quick] [--ssm-only] [--attention] [--budget SECONDS]
 (PYTHONPATH=.peers for mamba_ssm, see ssd_triton.py). The JSON file is rewritten after every shape.
 """
 import argparse
@@ -40,13 +47,13 @@ import torch
 import torch.nn.functional as F
 import triton
 
-from mamba_ssm.ops.triton.selective_state_update import selective_state_update
-
 from convention import CEILING_TFLOPS, Results, base_context, bench_name, make_record, run_cases
 
 HEADS, HEADDIM, D_STATE = 64, 64, 128
 BATCHES = [1, 16, 64, 256]
 CACHES = [1024, 8192]
+ATTENTION_BATCHES = [1, 16, 64]
+ATTENTION_CACHES = [4096, 32768]
 SSM_GROUPS = [1, 8]
 REF_HEADS, REF_HEADDIM = 64, 128
 ROTATE_BYTES = 150 * 2**20
@@ -103,6 +110,7 @@ def loop_ms(calls, graph):
 
 def ssu_case(results, batch, g):
     """mamba_ssm selective_state_update on (batch, 64, 64, 128), float32 state, bf16 inputs."""
+    from mamba_ssm.ops.triton.selective_state_update import selective_state_update
     dev, h, p, n = "cuda", HEADS, HEADDIM, D_STATE
     A = -torch.empty(h, device=dev).uniform_(1, 16)
     dt_bias = torch.empty(h, device=dev).uniform_(-4, -1)
@@ -127,6 +135,52 @@ def ssu_case(results, batch, g):
         name = bench_name("decode_ssm", "ssu", "bf16", b=batch, h=h, p=p, n=n, g=g, graph=flag)
         results.add(make_record(name, ms, flops=flops, nbytes=nbytes, tokens=batch, ceiling=CEILING_TFLOPS["bf16"],
                                 state_dtype="fp32", copies=len(calls)))
+
+
+def flash_kvcache():
+    """flash_attn's decoding entry, or None where flash_attn is not installed."""
+    try:
+        from flash_attn import flash_attn_with_kvcache
+        return flash_attn_with_kvcache
+    except Exception:  # ImportError, or a build for another torch / CUDA
+        return None
+
+
+def multi_head_case(results, batch, cache):
+    """Plain multi-head decoding (64 heads x 128, g = h): SDPA with q length 1, and
+    flash_attn_with_kvcache when importable, over the same bf16 caches."""
+    dev, bf, h, d = "cuda", torch.bfloat16, REF_HEADS, REF_HEADDIM
+    cache_bytes = 2 * batch * cache * h * d * 2
+    flash = flash_kvcache()
+    sdpa_calls, flash_calls = [], []
+    for _ in range(copies_for(cache_bytes)):
+        k = torch.empty(batch, h, cache, d, device=dev, dtype=bf).uniform_(-1, 1)
+        v = torch.empty(batch, h, cache, d, device=dev, dtype=bf).uniform_(-1, 1)
+        q = torch.empty(batch, h, 1, d, device=dev, dtype=bf).uniform_(-1, 1)
+        sdpa_calls.append(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v))
+        if flash is not None:  # its own layout, (b, T, heads, d), in caches of its own
+            qf, kf, vf = (t.transpose(1, 2).contiguous() for t in (q, k, v))
+            seqlens = torch.full((batch,), cache, device=dev, dtype=torch.int32)
+            flash_calls.append(lambda q=qf, k=kf, v=vf, s=seqlens: flash(q, k, v, cache_seqlens=s))
+    flops = 2 * batch * cache * 2 * h * d
+    impls = [("sdpa_kvcache", sdpa_calls)] + ([("flash_kvcache", flash_calls)] if flash is not None else [])
+    if flash is None:
+        note = "flash_attn is not importable: flash_attn_with_kvcache not run"
+        if note not in results.context.setdefault("notes", []):
+            results.context["notes"].append(note)
+            print(note, flush=True)
+    for impl, calls in impls:
+        for flag in (0, 1):
+            try:
+                ms = loop_ms(calls, graph=bool(flag))
+            except Exception as e:  # e.g. flash_attn refusing a non-contiguous cache
+                results.context["errors"].append(f"{impl} b={batch} cache={cache}: {str(e).splitlines()[0][:200]}")
+                continue
+            name = bench_name("decode_attention", impl, "bf16", b=batch, h=h, p=d, n=d, g=h, cache=cache, graph=flag)
+            results.add(make_record(name, ms, flops=flops, nbytes=cache_bytes, tokens=batch,
+                                    ceiling=CEILING_TFLOPS["bf16"], copies=len(calls),
+                                    of_4300_GB_per_s=cache_bytes / (ms * 1e-3) / 4.3e12))
+    del sdpa_calls, flash_calls
 
 
 def kvcache_case(results, batch, cache, transmamba_groups=None):
@@ -161,7 +215,8 @@ def kvcache_case(results, batch, cache, transmamba_groups=None):
         name = bench_name("decode_attention", "sdpa_kvcache", "bf16", b=batch, h=h, p=p, n=n, g=g, cache=cache,
                           graph=flag)
         results.add(make_record(name, ms, flops=flops, nbytes=cache_bytes, tokens=batch,
-                                ceiling=CEILING_TFLOPS["bf16"], copies=len(calls)))
+                                ceiling=CEILING_TFLOPS["bf16"], copies=len(calls),
+                                of_4300_GB_per_s=cache_bytes / (ms * 1e-3) / 4.3e12))
     del calls
 
 
@@ -170,6 +225,9 @@ def main():
     ap.add_argument("--json", help="write the records here (rewritten after every shape)")
     ap.add_argument("--quick", action="store_true", help="batch 1 and 64, g = 1, the reference SDPA shape only")
     ap.add_argument("--budget", type=float, default=90.0, help="seconds; shapes left when it is spent are skipped")
+    ap.add_argument("--attention", action="store_true",
+                    help="only the flash-decoding comparison: batch 1, 16, 64, caches 4096 and 32768, "
+                         "g 1 and 8 and plain multi-head")
     ap.add_argument("--ssm-only", action="store_true",
                     help="only selective_state_update, every batch and group (the SDPA cases are skipped)")
     args = ap.parse_args()
@@ -180,8 +238,18 @@ def main():
     results = Results(args.json, context, print_unit="us")
     print(f"{context['device']}  torch {torch.__version__}  triton {triton.__version__}", flush=True)
 
-    batches = [1, 64] if args.quick else BATCHES
     cases = []
+    if args.attention:
+        for cache in ATTENTION_CACHES:
+            for b in ATTENTION_BATCHES:
+                for g in SSM_GROUPS:
+                    cases.append((f"sdpa kv transmamba b={b} g={g} cache={cache}",
+                                  lambda b=b, g=g, cache=cache: kvcache_case(results, b, cache, g)))
+                cases.append((f"multi-head kv b={b} cache={cache}", lambda b=b, cache=cache: multi_head_case(results, b, cache)))
+        run_cases(cases, args.budget, results)
+        print(f"{len(results.records)} records; skipped {len(context['skipped'])}; errors {len(context['errors'])}")
+        return
+    batches = [1, 64] if args.quick else BATCHES
     for g in ([1] if args.quick else SSM_GROUPS):
         for b in batches:
             cases.append((f"ssu b={b} g={g}", lambda b=b, g=g: ssu_case(results, b, g)))
