@@ -48,7 +48,7 @@ profile attention_fp32_L4096_g1 bench_cuda_attention '^attention/transmamba/fp32
 profile converter_bf16_P4096 bench_cuda_converter '^converter/transmamba/bf16/b:16/h:32/p:64/n:128/g:1/P:4096/' chunk_state_kernel
 profile decode_ssm_b1 bench_cuda_decode '^decode_ssm/transmamba/bf16/b:1/h:64/p:64/n:128/g:1/graph:0/' state_update_kernel
 profile decode_ssm_b256 bench_cuda_decode '^decode_ssm/transmamba/bf16/b:256/h:64/p:64/n:128/g:1/graph:0/' state_update_kernel
-profile decode_attention_8192 bench_cuda_decode '^decode_attention/transmamba/bf16/b:1/h:64/p:64/n:128/g:1/cache:8192/graph:0/' split_kernel
+profile decode_attention_b16_32k bench_cuda_decode '^decode_attention/transmamba/bf16/b:16/h:64/p:64/n:128/g:1/cache:32768/graph:0/' split_kernel
 
 tar -czf "$OUT/ncu.tar.gz" -C "$OUT" ncu && find "$OUT/ncu" -mindepth 1 ! -name summary.txt -delete
 cat "$SUMMARY"

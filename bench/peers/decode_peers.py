@@ -17,14 +17,16 @@ What is measured:
   TransMamba's decode shape: q = C (b, h, 1, n) repeated per head, keys B (b, g, T, n) cached once
   per group and brought to the heads in the call (g = 1: `expand`, a stride-0 view; g > 1:
   `repeat_interleave`, a copy), values x (b, h, T, p). With n != p FA2 does not apply; the
-  dispatch picks another backend (which may copy the expanded keys itself).
+  dispatch picks another backend (which may copy the expanded keys itself). Batch 1, 16, 64 at T =
+  4096 and 32768, the shapes of bench/cuda/decode.cu's decode_attention benchmarks.
 
 - `decode_attention/sdpa_kvcache/bf16/b:B/h:64/p:128/n:128/g:64/cache:T/graph:{0,1}`: plain
   multi-head attention (g = h, nothing repeated), the shape every decoding kernel serves; and
   `decode_attention/flash_kvcache/...` the same through flash_attn's `flash_attn_with_kvcache`
   (q (b, 1, h, d), caches (b, T, h, d), cache_seqlens = T), when the module is importable.
-- `--attention`: the flash-decoding comparison of bench/cuda/decode.cu, batch 1, 16, 64 at caches
-  of 4096 and 32768 tokens, TransMamba's shape at g 1 and 8 and the multi-head shape above.
+- `--attention`: only these two (the flash-decoding comparison, batch 1, 16, 64 at caches of 4096
+  and 32768 tokens, TransMamba's shape at g 1 and 8 and the multi-head shape); a full run (no
+  --quick, no --ssm-only) runs them after the SSM and reference cases.
 
 Ours (bench/cuda/decode.cu) times a whole mixer step (projections, conv, norm included) at batch
 1; these peers time the state update or the attention alone, so their ratio to ours bounds how
@@ -220,6 +222,16 @@ def kvcache_case(results, batch, cache, transmamba_groups=None):
     del calls
 
 
+def add_attention_cases(cases, results):
+    """The shapes of bench/cuda/decode.cu's decode_attention kernel benchmarks."""
+    for cache in ATTENTION_CACHES:
+        for b in ATTENTION_BATCHES:
+            for g in SSM_GROUPS:
+                cases.append((f"sdpa kv transmamba b={b} g={g} cache={cache}",
+                              lambda b=b, g=g, cache=cache: kvcache_case(results, b, cache, g)))
+            cases.append((f"multi-head kv b={b} cache={cache}", lambda b=b, cache=cache: multi_head_case(results, b, cache)))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", help="write the records here (rewritten after every shape)")
@@ -240,12 +252,7 @@ def main():
 
     cases = []
     if args.attention:
-        for cache in ATTENTION_CACHES:
-            for b in ATTENTION_BATCHES:
-                for g in SSM_GROUPS:
-                    cases.append((f"sdpa kv transmamba b={b} g={g} cache={cache}",
-                                  lambda b=b, g=g, cache=cache: kvcache_case(results, b, cache, g)))
-                cases.append((f"multi-head kv b={b} cache={cache}", lambda b=b, cache=cache: multi_head_case(results, b, cache)))
+        add_attention_cases(cases, results)
         run_cases(cases, args.budget, results)
         print(f"{len(results.records)} records; skipped {len(context['skipped'])}; errors {len(context['errors'])}")
         return
@@ -257,11 +264,7 @@ def main():
         for b in batches:
             cases.append((f"sdpa kv b={b} cache={cache}", lambda b=b, cache=cache: kvcache_case(results, b, cache)))
     if not args.quick and not args.ssm_only:
-        for g in SSM_GROUPS:
-            for cache in CACHES:
-                for b in BATCHES:
-                    cases.append((f"sdpa kv transmamba b={b} g={g} cache={cache}",
-                                  lambda b=b, g=g, cache=cache: kvcache_case(results, b, cache, g)))
+        add_attention_cases(cases, results)
     run_cases(cases, args.budget, results)
     print(f"{len(results.records)} records; skipped {len(context['skipped'])}; errors {len(context['errors'])}")
 
