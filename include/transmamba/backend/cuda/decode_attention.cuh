@@ -25,8 +25,10 @@
 // that every SM holds several: at batch 1 from many short splits and column slices, at batch >= 16
 // from the sequences themselves with long splits. A split's partial output (h/g * p floats, written
 // and read once) is 2 / keys of what it read for 16-bit values, hence at least 64 keys a split.
-// cp.async / TMA would only stage these rows through shared memory that nothing reads twice; the
-// registers already hold what is in flight.
+// No cp.async / TMA here: nothing reads a staged row twice, and registers hold what is in flight.
+// On the H200 that reached 0.40-0.75 of 4.3 TB/s at batch >= 16 (docs/PERF.md): registers cap the
+// bytes in flight (8 rows per thread compiles to 122 registers and halves the resident blocks), so
+// staging V through shared memory with asynchronous copies is where it would pay next.
 #include <cub/block/block_reduce.cuh>
 
 #include <algorithm>
