@@ -11,6 +11,9 @@
 #include <string>
 #include <vector>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_block_block {
+
 using namespace transmamba;
 using namespace transmamba::testing;
 
@@ -185,3 +188,5 @@ TEST_CASE("mlp_block: parameter names and shapes, and d_ff = 0 is an error") {
     using mlp = mlp_block<double, cpu>;
     CHECK_THROWS_WITH_AS(mlp(block_config(32, 16, 16, 1, 16, 0)), doctest::Contains("d_ff > 0"), error);
 }
+
+}  // namespace test_block_block

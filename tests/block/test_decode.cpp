@@ -7,6 +7,9 @@
 
 #include "support/bridge.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_block_decode {
+
 using namespace transmamba;
 
 namespace {
@@ -95,3 +98,5 @@ TEST_CASE_TEMPLATE("a stack decodes step by step as one forward pass over max_to
               testing::tolerance<T>() * 10);
     }
 }
+
+}  // namespace test_block_decode

@@ -14,6 +14,9 @@
 #include <string>
 #include <vector>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_block_mixer {
+
 using namespace transmamba;
 using namespace transmamba::testing;
 
@@ -585,3 +588,5 @@ TEST_CASE("mixer input check policy: trusted_inputs skips the per-call check of 
     CHECK(contains(msg, "parameter 'in_proj.weight'"));
     CHECK(all_equal(out, sentinel));
 }
+
+}  // namespace test_block_mixer

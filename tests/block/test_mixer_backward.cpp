@@ -14,6 +14,9 @@
 #include <string>
 #include <vector>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_block_mixer_backward {
+
 using namespace transmamba;
 using namespace transmamba::testing;
 
@@ -325,3 +328,5 @@ TEST_CASE("mixer backward: bad calls are rejected before anything is written") {
                          doctest::Contains("mixer_grads were made for another configuration"), error);
     CHECK(std::all_of(du.begin(), du.end(), [](double e) { return e == 7.0; }));
 }
+
+}  // namespace test_block_mixer_backward

@@ -15,6 +15,9 @@
 #include "support/error_of.hpp"
 #include "reference/reference.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_block_packed {
+
 using namespace transmamba;
 using namespace transmamba::testing;
 
@@ -153,3 +156,5 @@ TEST_CASE("packed language model (the 1:1 mixer/MLP pattern): each sequence's lo
     check(fraction_of_length{1, 2});
     check(cyclic_transpoints{0, 4, 20});
 }
+
+}  // namespace test_block_packed

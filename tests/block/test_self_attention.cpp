@@ -14,6 +14,9 @@
 
 #include "support/error_of.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_block_self_attention {
+
 using namespace transmamba;
 
 namespace {
@@ -160,3 +163,5 @@ TEST_CASE("self_attention_config: sizes are validated by name") {
     c.rotary_dim = 5;
     CHECK(transmamba::testing::has(transmamba::testing::error_of([&] { c.validate(32); }), "rotary_dim = 5 must be even"));
 }
+
+}  // namespace test_block_self_attention

@@ -10,6 +10,9 @@
 #include <string>
 #include <vector>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_block_stack {
+
 using namespace transmamba;
 using namespace transmamba::testing;
 
@@ -205,3 +208,5 @@ TEST_CASE("stack: a policy that throws leaves out untouched") {
     CHECK_NOTHROW(s.forward(uv, ov, per_layer_transpoints{4, 7}, ws));
     CHECK_FALSE(all_equal(out, sentinel));
 }
+
+}  // namespace test_block_stack

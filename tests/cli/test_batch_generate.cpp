@@ -12,6 +12,9 @@
 #include "support/error_of.hpp"
 #include "transmamba/batch_generate.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_cli_batch_generate {
+
 using namespace transmamba;
 namespace fs = std::filesystem;
 
@@ -72,3 +75,5 @@ TEST_CASE("cli: generate --prompts decodes a file of prompts as one batch, each 
                        }),
                        "not a regular file"));
 }
+
+}  // namespace test_cli_batch_generate

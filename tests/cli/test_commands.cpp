@@ -15,6 +15,9 @@
 #include "reference/reference.hpp"
 #include "transmamba/commands.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_cli_commands {
+
 using namespace transmamba;
 namespace fs = std::filesystem;
 
@@ -292,3 +295,5 @@ TEST_CASE("cli: generate refuses a token count whose sum with the prompt overflo
     CHECK(has(kv_error, "the KV cache for"));
     CHECK(has(kv_error, "set by --max-new-tokens"));
 }
+
+}  // namespace test_cli_commands

@@ -19,6 +19,9 @@
 #include "text/tiny_tokenizer.hpp"
 #include "transmamba/commands.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_cli_generation_text {
+
 using namespace transmamba;
 namespace fs = std::filesystem;
 
@@ -162,3 +165,5 @@ TEST_CASE("cli: init's weights do not make the tied head repeat the input token"
     CHECK(fs::exists(ia.out / "tokenizer.json"));
     CHECK(text::tokenizer::from_file(ia.out).encode("hi") == std::vector<text::token_id>{'h', 'i'});
 }
+
+}  // namespace test_cli_generation_text

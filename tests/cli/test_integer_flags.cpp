@@ -10,6 +10,9 @@
 
 #include "transmamba/integer_flags.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_cli_integer_flags {
+
 using namespace transmamba;
 using cli::parse_integer;
 using cli::parse_integer_list;
@@ -93,3 +96,5 @@ TEST_CASE("cli integer lists: no empty list, no empty item, every item checked")
     CHECK_THROWS_WITH_AS(parse_integer_list<std::int64_t>("--schedule", "1,,2", 0, i64max),
                          doctest::Contains("expected decimal integers in [0, 9223372036854775807] separated by commas"), error);
 }
+
+}  // namespace test_cli_integer_flags

@@ -11,6 +11,9 @@
 #include "support/error_of.hpp"
 #include "transmamba/commands.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_cli_memory_budget {
+
 using namespace transmamba;
 using cli::byte_count;
 using cli::memory_plan;
@@ -120,3 +123,5 @@ TEST_CASE("cli memory: generate's plan counts the KV cache up to each layer's Tr
     a.points.schedule = {a.max_new_tokens, a.max_new_tokens};
     CHECK_FALSE(find(cli::generate_plan<float>(cfg, a), "the KV cache").bytes.known());
 }
+
+}  // namespace test_cli_memory_budget

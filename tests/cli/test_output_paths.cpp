@@ -12,6 +12,9 @@
 
 #include "transmamba/output_paths.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_cli_output_paths {
+
 using namespace transmamba;
 namespace fs = std::filesystem;
 
@@ -105,3 +108,5 @@ TEST_CASE("cli outputs: the files of a checkpoint, shards included") {
     CHECK(std::find(files.begin(), files.end(), dir / "model-00002-of-00002.safetensors") != files.end());
     CHECK(std::find(files.begin(), files.end(), dir / "README.md") == files.end());
 }
+
+}  // namespace test_cli_output_paths

@@ -15,6 +15,9 @@
 #include "transmamba/core/parallel.hpp"
 #include "transmamba/train_command.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_cli_train {
+
 using namespace transmamba;
 namespace fs = std::filesystem;
 
@@ -70,3 +73,5 @@ TEST_CASE("cli train: a tiny MQAR model learns to recall") {
     CHECK(loaded.schedule.transpoints == std::vector<index_t>{32});
     fs::remove_all(dir);
 }
+
+}  // namespace test_cli_train

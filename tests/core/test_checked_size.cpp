@@ -7,6 +7,9 @@
 #include <cstddef>
 #include <limits>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_core_checked_size {
+
 using namespace transmamba;
 
 namespace {
@@ -45,3 +48,5 @@ TEST_CASE("workspace_arena: a piece or a total that overflows is an error, in me
     total.take<std::byte>(static_cast<std::size_t>(most) - 1000);
     CHECK_THROWS_WITH_AS(total.take<std::byte>(2000), doctest::Contains("workspace size"), error);
 }
+
+}  // namespace test_core_checked_size

@@ -8,6 +8,9 @@
 #include <limits>
 #include <string>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_core_config {
+
 using transmamba::error;
 using transmamba::mixer_config;
 
@@ -189,3 +192,5 @@ TEST_CASE("model_config::validate: num_layers and d_ff above the limits, and par
     wide.num_layers = 4;  // ~ 2^63: wraps
     CHECK_THROWS_WITH_AS(wide.validate(), doctest::Contains("num_layers = 4 layers"), error);
 }
+
+}  // namespace test_core_config

@@ -12,6 +12,9 @@
 #include <omp.h>
 #endif
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_core_parallel {
+
 using namespace transmamba;
 
 namespace {
@@ -70,3 +73,5 @@ TEST_CASE("set_parallel_min_work: 0 forks every loop (the behaviour before the t
     CHECK(parallel_min_work() == 0);
     CHECK_THROWS_AS(set_parallel_min_work(-1), error);
 }
+
+}  // namespace test_core_parallel

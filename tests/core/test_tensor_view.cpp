@@ -8,6 +8,9 @@
 #include <type_traits>
 #include <vector>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_core_tensor_view {
+
 using transmamba::error;
 using transmamba::extents;
 using transmamba::index_t;
@@ -141,3 +144,5 @@ TEST_CASE("shape_string formats every rank") {
     CHECK(transmamba::shape_string<4>({2, 16, 4, 64}) == "(2, 16, 4, 64)");
     CHECK(transmamba::shape_string<0>({}) == "()");
 }
+
+}  // namespace test_core_tensor_view

@@ -8,6 +8,9 @@
 #include <string>
 #include <vector>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_core_workspace {
+
 using transmamba::workspace_arena;
 using transmamba::workspace_span;
 
@@ -158,3 +161,5 @@ TEST_CASE("workspace<cpu>::reserve grows only when a call needs more than any be
     CHECK(s3.data == s2.data);
     CHECK(ws.capacity() == 5000);
 }
+
+}  // namespace test_core_workspace

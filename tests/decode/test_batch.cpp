@@ -16,6 +16,9 @@
 #include "support/bridge.hpp"
 #include "support/error_of.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_decode_batch {
+
 using namespace transmamba;
 using namespace transmamba::testing;
 
@@ -196,3 +199,5 @@ TEST_CASE("batched decoding: bad calls are errors naming what is wrong, and chan
     batch.step(std::vector<index_t>{b}, one);
     CHECK(batch.position(b) == 5);
 }
+
+}  // namespace test_decode_batch

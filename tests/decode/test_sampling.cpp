@@ -6,6 +6,9 @@
 #include <map>
 #include <vector>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_decode_sampling {
+
 using namespace transmamba;
 
 TEST_CASE("greedy sampling is the argmax") {
@@ -75,3 +78,5 @@ TEST_CASE("double logits: the same draws as float logits of the same values, rea
     sampler s({});
     CHECK_THROWS_WITH_AS(s.next(bad), doctest::Contains("logit 1 is not finite"), error);
 }
+
+}  // namespace test_decode_sampling

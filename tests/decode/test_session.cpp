@@ -14,6 +14,9 @@
 
 #include "support/bridge.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_decode_session {
+
 using namespace transmamba;
 
 namespace {
@@ -180,3 +183,5 @@ TEST_CASE("a language_model<double> session's logits go straight into the sample
         logits = session.step(next);
     }
 }
+
+}  // namespace test_decode_session

@@ -16,6 +16,9 @@
 #include <string>
 #include <vector>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_io_checkpoint {
+
 using namespace transmamba;
 namespace fs = std::filesystem;
 
@@ -384,3 +387,5 @@ TEST_CASE("load_hf_mamba2: a float CPU model") {
     CHECK(m.schedule == transpoint_schedule::per_layer({3, 9}));
     fs::remove_all(dir);
 }
+
+}  // namespace test_io_checkpoint

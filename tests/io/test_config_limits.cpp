@@ -9,6 +9,9 @@
 
 #include <string>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_io_config_limits {
+
 using namespace transmamba;
 
 namespace {
@@ -44,3 +47,5 @@ TEST_CASE("config.json: sizes within the field limits whose products overflow ar
                                            "in_proj.weight elements"),
                          error);
 }
+
+}  // namespace test_io_config_limits

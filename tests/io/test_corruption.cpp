@@ -20,6 +20,9 @@
 
 #include "io/fuzz_body.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_io_corruption {
+
 using namespace transmamba;
 using transmamba::testing::fuzz_outcome;
 
@@ -221,3 +224,5 @@ TEST_CASE("randomized corruption of config.json: parse or transmamba::error") {
     CHECK(accepted > 100);
     CHECK(rejected > 1000);
 }
+
+}  // namespace test_io_corruption

@@ -14,6 +14,22 @@
 #include <random>
 #include <vector>
 
+// A user storage type plugged in through the hook, as a backend's __nv_bfloat16 is.
+namespace {
+struct my_bf16 {
+    std::uint16_t raw;
+};
+}  // namespace
+template <>
+struct transmamba::element_traits<my_bf16> {
+    static constexpr dtype stored = dtype::BF16;
+    static my_bf16 from_float(float v) { return {float_to_bf16_bits(v)}; }
+    static float to_float(my_bf16 v) { return bf16_bits_to_float(v.raw); }
+};
+
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_io_dtype {
+
 using namespace transmamba;
 
 namespace {
@@ -167,18 +183,6 @@ TEST_CASE("double -> float conversion used for F64 data rounds and overflows lik
     CHECK(std::isnan(double_to_float(std::numeric_limits<double>::quiet_NaN())));
 }
 
-// A user storage type plugged in through the hook, as a backend's __nv_bfloat16 is.
-namespace {
-struct my_bf16 {
-    std::uint16_t raw;
-};
-}  // namespace
-template <>
-struct transmamba::element_traits<my_bf16> {
-    static constexpr dtype stored = dtype::BF16;
-    static my_bf16 from_float(float v) { return {float_to_bf16_bits(v)}; }
-    static float to_float(my_bf16 v) { return bf16_bits_to_float(v.raw); }
-};
 static_assert(float_element<my_bf16>);
 static_assert(!float_element<int>);
 static_assert(integer_element<std::int64_t> && !integer_element<bool>);
@@ -200,3 +204,5 @@ TEST_CASE("element_traits: a storage type of the user's reads and writes through
         CHECK(converted[i].raw == float_to_bf16_bits(values[i]));
     }
 }
+
+}  // namespace test_io_dtype

@@ -20,6 +20,9 @@
 
 #include "reference/reference.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_io_fixtures {
+
 using namespace transmamba;
 namespace fs = std::filesystem;
 
@@ -139,3 +142,5 @@ TEST_CASE("torch's float16 / bfloat16 conversions agree with transmamba's bit fo
     const auto ints = f.read<std::int64_t>("i64");
     CHECK(ints.front() == -5 * (std::int64_t(1) << 40));
 }
+
+}  // namespace test_io_fixtures

@@ -11,6 +11,9 @@
 #include <limits>
 #include <string>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_io_hf_config {
+
 using namespace transmamba;
 
 namespace {
@@ -305,3 +308,5 @@ TEST_CASE("hf config: errors quote the file's text as printable ASCII only") {
         }
     CHECK(rejected > 0);
 }
+
+}  // namespace test_io_hf_config

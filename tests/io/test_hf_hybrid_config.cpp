@@ -9,6 +9,9 @@
 
 #include "support/error_of.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_io_hf_hybrid_config {
+
 using namespace transmamba;
 using transmamba::testing::error_of;
 using transmamba::testing::has;
@@ -97,3 +100,5 @@ TEST_CASE("hf_hybrid_config: what the library does not run is refused by name") 
     const auto kept = parse_hf_hybrid_config(nemotron(R"(, "hybrid_override_pattern": "M", "mystery_knob": 3)"), "c", lenient);
     CHECK(kept.extra.at("mystery_knob") == 3);
 }
+
+}  // namespace test_io_hf_hybrid_config

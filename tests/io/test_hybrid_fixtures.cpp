@@ -20,6 +20,9 @@
 
 #include "support/error_of.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_io_hybrid_fixtures {
+
 using namespace transmamba;
 namespace fs = std::filesystem;
 
@@ -139,3 +142,5 @@ TEST_CASE("hybrid fixtures: Bamba loads and matches transformers") {
 TEST_CASE("hybrid fixtures: Granite 4.0 hybrid (dense) loads and matches transformers") {
     check_fixture({"granite_hybrid_tiny", hybrid_architecture::granite_hybrid, 2, 1});
 }
+
+}  // namespace test_io_hybrid_fixtures

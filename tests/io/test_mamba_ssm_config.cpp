@@ -12,6 +12,9 @@
 
 #include "support/error_of.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_io_mamba_ssm_config {
+
 using namespace transmamba;
 using testing::error_of;
 using testing::has;
@@ -68,3 +71,5 @@ TEST_CASE("io: load_checkpoint on a mamba_ssm directory (config.json + pytorch_m
     CHECK(has(message, "tools/convert_mamba_ssm.py"));
     fs::remove_all(dir);
 }
+
+}  // namespace test_io_mamba_ssm_config

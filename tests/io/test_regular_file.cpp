@@ -23,6 +23,9 @@
 #include <string>
 #include <thread>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_io_regular_file {
+
 using namespace transmamba;
 namespace fs = std::filesystem;
 
@@ -233,3 +236,5 @@ TEST_CASE("checkpoint: symbolic link loops are errors naming the path and the ca
     fs::remove_all(parent);
     fs::remove_all(dir);
 }
+
+}  // namespace test_io_regular_file

@@ -22,6 +22,9 @@
 #include <string_view>
 #include <vector>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_io_safetensors {
+
 using namespace transmamba;
 namespace fs = std::filesystem;
 
@@ -403,3 +406,5 @@ TEST_CASE("safetensors: parsing a header of 2x the tensors costs less than 3x th
     CHECK(t_large < 3.0 * t_small);
     CHECK(safetensors_view(large, "many").tensors().size() == 40000);
 }
+
+}  // namespace test_io_safetensors

@@ -10,6 +10,9 @@
 
 #include <transmamba/io.hpp>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_io_safetensors_view {
+
 using namespace transmamba;
 
 TEST_CASE("safetensors writer: add_view references the caller's memory and writes the same file as add") {
@@ -51,3 +54,5 @@ TEST_CASE("safetensors writer: add_view checks the shape and the name like add")
     CHECK_THROWS_AS(w.add_view("__metadata__", {6}, std::span<const float>(v)), error);
     CHECK(w.bytes_of("absent").empty());
 }
+
+}  // namespace test_io_safetensors_view

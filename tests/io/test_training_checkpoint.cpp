@@ -18,6 +18,9 @@
 #include "support/error_of.hpp"
 #include "transmamba/io/training_checkpoint.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_io_training_checkpoint {
+
 using namespace transmamba;
 namespace fs = std::filesystem;
 
@@ -200,3 +203,5 @@ TEST_CASE("training checkpoint: refusals name what is wrong") {
     std::ofstream(text) << std::string(201, 'x');
     CHECK(testing::has(testing::error_of([&] { (void)load_training_checkpoint<float>(dir); }), "has changed"));
 }
+
+}  // namespace test_io_training_checkpoint

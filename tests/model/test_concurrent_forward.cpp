@@ -12,6 +12,9 @@
 
 #include "support/bridge.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_model_concurrent_forward {
+
 using namespace transmamba;
 
 TEST_CASE("two threads share one model: concurrent forward passes equal a serial run") {
@@ -49,3 +52,5 @@ TEST_CASE("two threads share one model: concurrent forward passes equal a serial
         CHECK(got[1] == serial[1]);
     }
 }
+
+}  // namespace test_model_concurrent_forward

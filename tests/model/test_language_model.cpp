@@ -16,6 +16,9 @@
 #include "reference/reference.hpp"
 #include "support/bridge.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_model_language_model {
+
 using namespace transmamba;
 
 namespace {
@@ -240,3 +243,5 @@ TEST_CASE("language_model checks token ids, shapes and weights before writing th
     msg = message([&] { language_model<float, cpu> m(bad); });
     CHECK(msg.find("vocab_size must be positive") != std::string::npos);
 }
+
+}  // namespace test_model_language_model

@@ -18,6 +18,9 @@
 #include <string>
 #include <vector>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_model_language_model_backward {
+
 using namespace transmamba;
 using namespace transmamba::testing;
 
@@ -482,3 +485,5 @@ TEST_CASE("language model backward: gradient descent lowers the loss") {
     MESSAGE("20 steps of gradient descent: loss " << start << " -> " << previous);
     CHECK(previous < 0.8 * start);
 }
+
+}  // namespace test_model_language_model_backward

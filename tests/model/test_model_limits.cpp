@@ -6,6 +6,9 @@
 
 #include "support/bridge.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_model_model_limits {
+
 using namespace transmamba;
 
 namespace {
@@ -45,3 +48,5 @@ TEST_CASE("language_model_config: the stack's parameter product is checked throu
     CHECK_THROWS_WITH_AS(cfg.validate(), doctest::Contains("overflows"), error);
     CHECK_THROWS_WITH_AS((language_model<float, cpu>(cfg)), doctest::Contains("overflows"), error);
 }
+
+}  // namespace test_model_model_limits

@@ -10,6 +10,9 @@
 
 #include <vector>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_policy_attention {
+
 using namespace transmamba;
 using namespace transmamba::testing;
 
@@ -123,3 +126,5 @@ TEST_CASE("attention_kernel<rope_attention>: an odd d_state is rejected naming i
                          doctest::Contains("even d_state, got 15"), error);
     CHECK(all_equal(y, -3.0));
 }
+
+}  // namespace test_policy_attention

@@ -10,6 +10,9 @@
 
 #include <vector>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_policy_converter {
+
 using namespace transmamba;
 using namespace transmamba::testing;
 
@@ -114,3 +117,5 @@ TEST_CASE("converter: a state that is not contiguous is rejected") {
                          doctest::Contains("state must be contiguous"), error);
     CHECK(all_equal(state, -1.0));
 }
+
+}  // namespace test_policy_converter

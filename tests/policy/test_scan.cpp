@@ -10,6 +10,9 @@
 
 #include <vector>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_policy_scan {
+
 using namespace transmamba;
 using namespace transmamba::testing;
 
@@ -176,3 +179,5 @@ TEST_CASE("scan: a state that is not contiguous is rejected before anything is w
                          doctest::Contains("state must be contiguous"), error);
     CHECK(all_equal(y, -7.0));
 }
+
+}  // namespace test_policy_scan

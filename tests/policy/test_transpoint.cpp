@@ -7,6 +7,9 @@
 #include <string>
 #include <vector>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_policy_transpoint {
+
 using namespace transmamba;
 
 static_assert(transpoint_policy<fixed_transpoint>);
@@ -134,3 +137,5 @@ TEST_CASE("resolve_transpoint: P > L means L, negative P names the layer") {
     CHECK(resolve_transpoint(quarter_then_half, 0, 100) == 25);
     CHECK(resolve_transpoint(quarter_then_half, 1, 100) == 50);
 }
+
+}  // namespace test_policy_transpoint

@@ -7,6 +7,9 @@
 #include <functional>
 #include <string>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_policy_transpoint_schedule {
+
 using namespace transmamba;
 
 namespace {
@@ -56,3 +59,5 @@ TEST_CASE("transpoint_schedule: validation and errors") {
           std::string::npos);
     CHECK(error_of([] { (void)transpoint_schedule::cyclic({})(0, 10); }).find("empty") != std::string::npos);
 }
+
+}  // namespace test_policy_transpoint_schedule

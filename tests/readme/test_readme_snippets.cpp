@@ -6,9 +6,13 @@
 #include <fstream>
 #include <string>
 
+// Defined in readme_snippets.cpp.
 namespace readme {
 int snippet_count();
 }
+
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_readme_readme_snippets {
 
 TEST_CASE("readme: every ```cpp snippet is compiled") {
     std::ifstream in(TRANSMAMBA_README);
@@ -18,3 +22,5 @@ TEST_CASE("readme: every ```cpp snippet is compiled") {
     CHECK(fences >= 3);
     CHECK(readme::snippet_count() == fences);
 }
+
+}  // namespace test_readme_readme_snippets

@@ -8,6 +8,9 @@
 #include <stdexcept>
 #include <vector>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_reference_reference {
+
 namespace ref = transmamba::reference;
 
 namespace {
@@ -478,3 +481,5 @@ TEST_CASE("reference: rmsnorm, residual and MLP blocks") {
   CHECK(out[0] == doctest::Approx(1.0 + act).epsilon(1e-14));
   CHECK(out[1] == doctest::Approx(0.0 + 3 * act).epsilon(1e-14));
 }
+
+}  // namespace test_reference_reference

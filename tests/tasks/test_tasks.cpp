@@ -12,6 +12,9 @@
 
 #include "transmamba/tasks/task.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_tasks_tasks {
+
 using namespace transmamba;
 
 TEST_CASE("mqar: pairs, queries, targets only on the queried values") {
@@ -149,3 +152,5 @@ TEST_CASE("stream_rng: below() is uniform and in range") {
     const auto d = rng.distinct(10, 10);
     CHECK(std::set<std::int64_t>(d.begin(), d.end()).size() == 10);
 }
+
+}  // namespace test_tasks_tasks

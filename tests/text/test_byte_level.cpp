@@ -6,6 +6,9 @@
 
 #include <transmamba/text/byte_level.hpp>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_text_byte_level {
+
 using namespace transmamba::text;
 
 TEST_CASE("byte_level: the alphabet is a bijection onto printable code points") {
@@ -43,3 +46,5 @@ TEST_CASE("byte_level: a token's bytes, with the raw-UTF-8 fallback of the ByteL
     byte_level::append_token_bytes(out, "\xC3\xA9");  // é is: it stands for the byte E9
     CHECK(out == "\xE9");
 }
+
+}  // namespace test_text_byte_level

@@ -11,6 +11,9 @@
 #include <transmamba/text/gpt2_split.hpp>
 #include <transmamba/text/utf8.hpp>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_text_gpt2_split {
+
 using namespace transmamba::text;
 
 namespace {
@@ -68,3 +71,5 @@ TEST_CASE("gpt2_split: each alternative of the regex") {
     CHECK(split("\xF0\x9F\x98\x80\xF0\x9F\x98\x80 \xF0\x9F\x98\x80") == pieces{"\xF0\x9F\x98\x80\xF0\x9F\x98\x80", " \xF0\x9F\x98\x80"});
     CHECK(split("") == pieces{});
 }
+
+}  // namespace test_text_gpt2_split

@@ -7,6 +7,9 @@
 
 #include <transmamba/text/nfc.hpp>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_text_nfc {
+
 using transmamba::text::nfc;
 
 namespace {
@@ -35,3 +38,5 @@ TEST_CASE("nfc: composition, reordering, exclusions, singletons, Hangul") {
     CHECK(n(U"") == U"");
     CHECK(nfc(std::string_view("cafe\xCC\x81")) == "caf\xC3\xA9");
 }
+
+}  // namespace test_text_nfc

@@ -9,6 +9,9 @@
 
 #include "text/tiny_tokenizer.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_text_stream_decoder {
+
 using namespace transmamba;
 using text::token_id;
 
@@ -67,3 +70,5 @@ TEST_CASE("stream_decoder: the streamed text of encode(text) is text, for varied
         for (const auto& p : parts) CHECK(text::utf8::lossy(p) == p);  // every piece is whole characters
     }
 }
+
+}  // namespace test_text_stream_decoder

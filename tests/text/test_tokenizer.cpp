@@ -9,6 +9,9 @@
 
 #include "text/tiny_tokenizer.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_text_tokenizer {
+
 using namespace transmamba;
 using text::token_id;
 using ids = std::vector<token_id>;
@@ -200,3 +203,5 @@ TEST_CASE("tokenizer: decode replaces ill-formed UTF-8 as String::from_utf8_loss
     CHECK(tok.decode(ids{0xC0, 0xAF}) == fffd + fffd);   // an overlong form is no prefix
     CHECK(tok.decode(ids{0xED, 0xA0, 0x80}) == fffd + fffd + fffd);  // a surrogate
 }
+
+}  // namespace test_text_tokenizer

@@ -17,6 +17,9 @@
 
 #include <transmamba/text.hpp>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_text_tokenizer_fixture {
+
 using namespace transmamba;
 using text::token_id;
 
@@ -83,3 +86,5 @@ TEST_CASE("tokenizer: agrees with the tokenizers library on the fixture text") {
         CHECK(round_trip_mismatches == 0);
     }
 }
+
+}  // namespace test_text_tokenizer_fixture

@@ -11,6 +11,9 @@
 
 #include "text/tiny_tokenizer.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_text_tokenizer_refusals {
+
 using namespace transmamba;
 using nlohmann::json;
 
@@ -174,3 +177,5 @@ TEST_CASE("tokenizer: from_file reads a file or the tokenizer.json of a director
     CHECK(from_dir.source() == (dir / "tokenizer.json").string());
     std::filesystem::remove_all(dir);
 }
+
+}  // namespace test_text_tokenizer_refusals

@@ -6,6 +6,9 @@
 
 #include <transmamba/text/utf8.hpp>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_text_utf8 {
+
 using namespace transmamba;
 namespace utf8 = transmamba::text::utf8;
 
@@ -39,3 +42,5 @@ TEST_CASE("utf8: lossy replacement of maximal subparts (Unicode's example, table
     CHECK(utf8::append_lossy(out, "x\xF0\x9F", /*keep_truncated_tail=*/true) == 2);
     CHECK(out == "x");
 }
+
+}  // namespace test_text_utf8

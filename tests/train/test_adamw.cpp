@@ -9,6 +9,9 @@
 
 #include "transmamba/train/adamw.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_train_adamw {
+
 using namespace transmamba;
 
 namespace {
@@ -131,3 +134,5 @@ TEST_CASE("adamw: refuses bad options and mismatched lists") {
     CHECK(w[0] == 1.0f);  // nothing was written by a refused call
     CHECK(opt.steps() == 0);
 }
+
+}  // namespace test_train_adamw

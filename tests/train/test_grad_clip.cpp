@@ -9,6 +9,9 @@
 
 #include "transmamba/train/grad_clip.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_train_grad_clip {
+
 using namespace transmamba;
 
 TEST_CASE("global norm: the square root of every element's square, over all gradients") {
@@ -42,3 +45,5 @@ TEST_CASE("global norm: a NaN or an infinity names the gradient and the index") 
     b[2] = std::numeric_limits<float>::infinity();
     CHECK_THROWS_WITH_AS(global_norm(g), doctest::Contains("non-finite"), error);
 }
+
+}  // namespace test_train_grad_clip

@@ -7,6 +7,9 @@
 
 #include "transmamba/train/lr_schedule.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_train_lr_schedule {
+
 using namespace transmamba;
 
 TEST_CASE("cosine schedule: warm-up, peak, cosine, floor") {
@@ -38,3 +41,5 @@ TEST_CASE("cosine schedule: no warm-up, constant, all warm-up; bad values refuse
     CHECK_THROWS_WITH_AS((cosine_schedule{1e-3, 0, 11, 10}.validate()), doctest::Contains("warmup_steps"), error);
     CHECK_THROWS_WITH_AS((cosine_schedule{-1, 0, 0, 10}.validate()), doctest::Contains("peak"), error);
 }
+
+}  // namespace test_train_lr_schedule

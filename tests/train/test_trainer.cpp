@@ -11,6 +11,9 @@
 #include "transmamba/io/training_checkpoint.hpp"
 #include "transmamba/train/trainer.hpp"
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_train_trainer {
+
 using namespace transmamba;
 namespace fs = std::filesystem;
 
@@ -95,3 +98,5 @@ TEST_CASE("trainer: resuming from a checkpoint gives exactly the uninterrupted r
     CHECK_THROWS_WITH_AS(second.step(), doctest::Contains("complete"), error);
     fs::remove_all(dir);
 }
+
+}  // namespace test_train_trainer

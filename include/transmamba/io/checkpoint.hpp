@@ -26,6 +26,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "transmamba/backend/cpu.hpp"  // load_hf_mamba2 loads onto the CPU
 #include "transmamba/block/mixer_params.hpp"
 #include "transmamba/block/stack.hpp"
 #include "transmamba/core/error.hpp"

@@ -14,6 +14,9 @@
 #include <utility>
 #include <vector>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_backend_cpu_attention_backward {
+
 using namespace transmamba;
 using namespace transmamba::testing;
 
@@ -131,3 +134,5 @@ TEST_CASE("attention backward: the scratch grows linearly with the prefix") {
     const double at_4k = double(kernel::scratch_bytes<float>(cfg, 1, 4096));
     CHECK(at_4k < 2.05 * at_2k);  // a P x P matrix would make it 4x
 }
+
+}  // namespace test_backend_cpu_attention_backward

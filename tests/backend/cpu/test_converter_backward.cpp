@@ -10,6 +10,9 @@
 
 #include <string>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_backend_cpu_converter_backward {
+
 using namespace transmamba;
 using namespace transmamba::testing;
 
@@ -82,3 +85,5 @@ TEST_CASE("converter backward matches finite differences of the exact converter"
         }
     MESSAGE("largest relative error of the converter's gradients: " << worst);
 }
+
+}  // namespace test_backend_cpu_converter_backward

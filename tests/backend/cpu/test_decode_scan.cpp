@@ -9,6 +9,9 @@
 #include <limits>
 #include <vector>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_backend_cpu_decode_scan {
+
 using namespace transmamba;
 using namespace transmamba::testing;
 
@@ -62,3 +65,5 @@ TEST_CASE("decode_scan<cpu>: bad shapes are a transmamba::error that names them"
                                                       tensor_view<float, 4>(y.data(), {2, 2, 4, 16}), Sv),
                          doctest::Contains("one token"), error);
 }
+
+}  // namespace test_backend_cpu_decode_scan

@@ -9,6 +9,9 @@
 #include <cmath>
 #include <vector>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_backend_cpu_projection {
+
 using namespace transmamba;
 using namespace transmamba::testing;
 
@@ -175,3 +178,5 @@ TEST_CASE_TEMPLATE("backend_traits<cpu>::gemm_nt matches a naive loop, strided o
         CHECK(padding_untouched);
     }
 }
+
+}  // namespace test_backend_cpu_projection

@@ -13,6 +13,9 @@
 #include <algorithm>
 #include <string>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_backend_cpu_projection_backward {
+
 using namespace transmamba;
 using namespace transmamba::testing;
 
@@ -182,3 +185,5 @@ TEST_CASE("conv1d + SiLU backward matches finite differences") {
             expect_gradient("conv1d.bias", db, central_differences(w.conv_b, loss));
         }
 }
+
+}  // namespace test_backend_cpu_projection_backward

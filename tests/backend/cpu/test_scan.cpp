@@ -12,6 +12,9 @@
 
 #include <vector>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_backend_cpu_scan {
+
 using namespace transmamba;
 using namespace transmamba::testing;
 
@@ -157,3 +160,5 @@ TEST_CASE("cpu scan: a workspace too small for a tiled span is an error, not an 
     CHECK_THROWS_WITH_AS(run(), doctest::Contains("workspace too small"), error);
     CHECK(all_equal(y, -7.0f));
 }
+
+}  // namespace test_backend_cpu_scan

@@ -10,6 +10,9 @@
 
 #include <string>
 
+// Its own namespace, so that files compiled together (a unity build) do not clash.
+namespace test_backend_cpu_scan_backward {
+
 using namespace transmamba;
 using namespace transmamba::testing;
 
@@ -79,3 +82,5 @@ TEST_CASE_TEMPLATE("scan backward matches finite differences of the recurrence",
         }
     MESSAGE("largest relative error of the scan's gradients: " << worst);
 }
+
+}  // namespace test_backend_cpu_scan_backward
