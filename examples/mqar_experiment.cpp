@@ -190,7 +190,7 @@ int main(int argc, char** argv) {
     app.add_option("--lr", k.lr, "peak learning rate (cosine to a tenth)")->capture_default_str();
     app.add_option("--warmup", k.warmup, "warm-up updates (default: a tenth of --steps)");
     app.add_option("--d-model", k.d_model, "model width")->capture_default_str();
-    app.add_option("--layers", k.layers, "mixer layers (8 take V9's table once)")->capture_default_str();
+    app.add_option("--layers", k.layers, "mixer layers (a multiple of 8 takes V9 cyclically, as the paper; else spread over the depth)")->capture_default_str();
     app.add_option("--headdim", k.headdim, "head dimension")->capture_default_str();
     app.add_option("--d-state", k.d_state, "state size (the attention's query/key size)")->capture_default_str();
     app.add_option("--chunk", k.chunk, "SSD chunk length")->capture_default_str();
