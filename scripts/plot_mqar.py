@@ -99,7 +99,7 @@ def svg(runs):
     for r in runs:
         by[(r["model"], r["pairs"], r["seq_len"])].append(r["test_accuracy"])
 
-    W, H = 980, 440
+    W, H = 980, 470
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
            f'font-family="sans-serif" font-size="12">', f'<rect width="{W}" height="{H}" fill="white"/>']
 
