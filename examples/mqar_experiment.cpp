@@ -101,6 +101,8 @@ training_config config_of(const run_spec& r, const recipe& k) {
 
 nlohmann::json run_one(const run_spec& r, const recipe& k, int threads) {
     using clock = std::chrono::steady_clock;
+    require(max_threads() == threads, "this run's thread was to use ", threads, " OpenMP threads but has ", max_threads(),
+            ": the OpenMP runtime does not keep the count per thread, and the jobs would oversubscribe the cores");
     const training_config c = config_of(r, k);
     trainer<float> run(training_state<float>::fresh(c));
     // The last tenth of the steps, averaged: one batch's loss is noisy.
