@@ -40,7 +40,7 @@ struct grid {
 
 struct recipe {
     index_t d_model = 32, layers = 4, headdim = 16, d_state = 16, chunk = 64, vocab = 64;
-    index_t steps = 400, batch = 16, warmup = -1;  // warmup -1: a tenth of the steps
+    index_t steps = 800, batch = 16, warmup = -1;  // warmup -1: a tenth of the steps
     double lr = 3e-2;
     index_t test_batches = 8;
     std::uint64_t test_seed = 1000003;
