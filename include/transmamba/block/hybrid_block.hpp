@@ -1,5 +1,5 @@
 #pragma once
-// One layer of a layer-level hybrid stack (Nemotron-H, Bamba, Granite 4.0 hybrid), its kind read
+// One layer of a layer-level hybrid stack (Nemotron-H, Bamba, Granite 4.0 hybrid, Falcon-H1), its kind read
 // from the model's config at run time (model_config::hybrid, block/hybrid_config.hpp):
 //
 //   u += m * mixer(rmsnorm(u) * norm.weight)          mixer: the Mamba2/TransMamba mixer, or
