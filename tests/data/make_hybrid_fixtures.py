@@ -12,6 +12,8 @@ reloads it to check the files reproduce the model, and writes OUT_DIR/<name>/exp
     input_ids   (2, 12) int64
     logits      (2, 12, vocab) float32: the float32 model's forward on the CPU (torch path, eager attention)
     logits_f64  (2, 12, vocab) float64: the same model cast to float64
+    generated   (1, n) int64: a greedy generate() from the first 5 ids of sequence 0, prompt included
+                (where generate() runs: it uses the model's own cache, i.e. transformers' decoding)
 
 OUT_DIR/summary.txt lists versions, tensor names and shapes, and each config.json.
 """
@@ -84,6 +86,60 @@ def granite_hybrid():
     return "granite_hybrid_tiny", cfg, transformers.GraniteMoeHybridForCausalLM
 
 
+# Falcon-H1: every layer runs attention and Mamba2 in parallel on one normed input. Every muP
+# multiplier differs from 1 and from the others, so that each one applied in the wrong place (or
+# not at all) moves the logits. Three variants cover the Mamba2 output's three norm placements.
+FALCON_MULTIPLIERS = dict(
+    embedding_multiplier=1.7, lm_head_multiplier=0.6,
+    attention_in_multiplier=0.8, attention_out_multiplier=1.3, key_multiplier=0.7,
+    ssm_in_multiplier=1.2, ssm_out_multiplier=0.9, ssm_multipliers=[0.5, 1.5, 0.8, 1.25, 2.0],
+    mlp_multipliers=[1.4, 0.75],
+)
+
+
+def falcon_h1_config(head_dim=None, **over):
+    kwargs = dict(
+        vocab_size=VOCAB, hidden_size=32, tie_word_embeddings=False, intermediate_size=48,
+        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, hidden_act="silu",
+        rms_norm_eps=1e-5, attention_bias=False, mlp_bias=False, projectors_bias=False,
+        mamba_d_ssm=48, mamba_n_heads=4, mamba_d_head=12, mamba_n_groups=2, mamba_d_state=8,
+        mamba_d_conv=4, mamba_expand=3, mamba_chunk_size=8, mamba_conv_bias=True, mamba_proj_bias=False,
+        mamba_rms_norm=False, mamba_norm_before_gate=False,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        **FALCON_MULTIPLIERS,
+    )
+    kwargs.update(over)
+    if head_dim is not None:
+        kwargs["head_dim"] = head_dim
+    try:
+        return transformers.FalconH1Config(rope_parameters={"rope_type": "default", "rope_theta": 3000.0}, **kwargs)
+    except TypeError:
+        return transformers.FalconH1Config(rope_theta=3000.0, **kwargs)
+
+
+def falcon_h1():
+    # As the released Falcon-H1 models: no Mamba norm, a Mamba2 width (mamba_d_ssm 48) of 1.5 x
+    # hidden_size that mamba_expand (3) does not give, attention head_dim (16) != hidden / heads.
+    try:
+        cfg = falcon_h1_config(head_dim=16)
+    except Exception:  # a FalconH1Config that refuses head_dim: hidden_size / heads (8) then
+        cfg = falcon_h1_config()
+    return "falcon_h1_tiny", cfg, transformers.FalconH1ForCausalLM
+
+
+def falcon_h1_norm_before_gate():
+    # mamba_rms_norm with the norm before the gate, the width a multiple of hidden_size, tied.
+    cfg = falcon_h1_config(mamba_rms_norm=True, mamba_norm_before_gate=True, mamba_d_ssm=64, mamba_d_head=16,
+                           tie_word_embeddings=True, num_hidden_layers=2)
+    return "falcon_h1_norm_before_gate_tiny", cfg, transformers.FalconH1ForCausalLM
+
+
+def falcon_h1_norm_after_gate():
+    # mamba_rms_norm after the gate (Mamba2's own placement).
+    cfg = falcon_h1_config(mamba_rms_norm=True, mamba_norm_before_gate=False, num_hidden_layers=2)
+    return "falcon_h1_norm_after_gate_tiny", cfg, transformers.FalconH1ForCausalLM
+
+
 def randomize(model, gen):
     """Every parameter in a trained-looking range, by its name."""
     with torch.no_grad():
@@ -139,6 +195,14 @@ def build(maker, out, summary):
         tensors["logits_f64"] = logits64.contiguous()
     except Exception as e:  # the float64 reference is a bonus; the float32 logits are the bar
         summary.append(f"  ({name}: no float64 forward: {e!r})")
+    try:
+        with torch.no_grad():
+            generated = model.generate(input_ids=ids[:1, :5], max_new_tokens=8, do_sample=False,
+                                       pad_token_id=0)
+        tensors["generated"] = generated.to(torch.int64).contiguous()
+        summary.append(f"  ({name}: greedy generate {generated.tolist()})")
+    except Exception as e:  # a bonus, as the float64 logits
+        summary.append(f"  ({name}: no generate(): {e!r})")
     save_file(tensors, os.path.join(directory, "expected.safetensors"))
     for extra in ("generation_config.json",):
         path = os.path.join(directory, extra)
@@ -158,13 +222,15 @@ def build(maker, out, summary):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
-    parser.add_argument("--only", default=None, help="build only this fixture (e.g. nemotron_h_tiny)")
+    parser.add_argument("--only", default=None,
+                        help="build only the fixtures whose names start with this (e.g. nemotron_h_tiny, falcon_h1)")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     summary = [f"torch {torch.__version__}, transformers {transformers.__version__}"]
     failed = 0
-    for maker in (nemotron_h, bamba, granite_hybrid):
-        if args.only and maker()[0] != args.only:
+    makers = (nemotron_h, bamba, granite_hybrid, falcon_h1, falcon_h1_norm_before_gate, falcon_h1_norm_after_gate)
+    for maker in makers:
+        if args.only and not maker()[0].startswith(args.only):
             continue
         try:
             build(maker, args.out, summary)

@@ -1,9 +1,10 @@
 #pragma once
-// One layer of a layer-level hybrid stack (Nemotron-H, Bamba, Granite 4.0 hybrid), its kind read
+// One layer of a layer-level hybrid stack (Nemotron-H, Bamba, Granite 4.0 hybrid, Falcon-H1), its kind read
 // from the model's config at run time (model_config::hybrid, block/hybrid_config.hpp):
 //
 //   u += m * mixer(rmsnorm(u) * norm.weight)          mixer: the Mamba2/TransMamba mixer, or
-//                                                      self-attention with its own Q/K/V, or none
+//                                                      self-attention with its own Q/K/V, or both
+//                                                      on the same input, summed (Falcon-H1), or none
 //   u += m * mlp(rmsnorm(u) * mlp_norm.weight)        mlp: SwiGLU, relu^2, or none
 //
 // m is the residual multiplier (1 but for Granite). A Mamba2 layer is the same `mixer` as in a
@@ -59,8 +60,8 @@ public:
                 ": layer-level hybrid models (attention layers with their own Q/K/V, relu^2 MLPs, residual "
                 "multipliers) run on the CPU backend only; the CUDA backend has no kernels for them yet");
         if (spec_.mixer != hybrid_mixer::none) norm_.resize(static_cast<std::size_t>(d_model_));
-        if (spec_.mixer == hybrid_mixer::mamba2) mamba_.emplace(cfg.mixer);
-        if (spec_.mixer == hybrid_mixer::attention) attention_.emplace(cfg.hybrid.attention, d_model_);
+        if (transmamba::has_mamba2(spec_.mixer)) mamba_.emplace(cfg.mixer);
+        if (transmamba::has_attention(spec_.mixer)) attention_.emplace(cfg.hybrid.attention, d_model_);
         if (spec_.mlp != hybrid_mlp::none) {
             require(d_ff_ > 0, "hybrid layer ", layer, " has an MLP but model_config.d_ff = ", d_ff_);
             const auto mat = static_cast<std::size_t>(d_ff_ * d_model_);
@@ -72,8 +73,8 @@ public:
     }
 
     const hybrid_layer_spec& spec() const { return spec_; }
-    bool takes_transpoint() const { return spec_.mixer == hybrid_mixer::mamba2; }
-    bool has_attention() const { return spec_.mixer == hybrid_mixer::attention; }
+    bool takes_transpoint() const { return mamba_.has_value(); }
+    bool has_attention() const { return attention_.has_value(); }
     const mixer_type& mixer_layer() const { return mamba_.value(); }
     mixer_type& mixer_layer() { return mamba_.value(); }
 
@@ -126,9 +127,8 @@ public:
             if (mamba_)
                 mamba_->forward(tensor_view<const T, 3>(b.normed, {batch, L, d_model_}),
                                 tensor_view<T, 3>(b.mixed, {batch, L, d_model_}), transpoint, b.inner, {}, ctx);
-            else
-                attention_->forward(ctx, batch, L, b.normed, b.mixed, b.inner);
-            residual_add(rows, b.mixed, hidden.data());
+            if (attention_) attention_->forward(ctx, batch, L, b.normed, b.attended, b.inner);
+            residual_add(rows, b, hidden.data());
         }
         mlp_branch(ctx, rows, hidden.data(), b);
     }
@@ -151,9 +151,8 @@ public:
             if (mamba_)
                 mamba_->prefill(tensor_view<const T, 3>(b.normed, {1, L, d_model_}), tensor_view<T, 3>(b.mixed, {1, L, d_model_}),
                                 transpoint, max_tokens, b.inner, *mixer_st, ctx);
-            else
-                attention_->prefill(ctx, L, max_tokens, b.normed, b.mixed, b.inner, *attn_cache);
-            residual_add(L, b.mixed, hidden.data());
+            if (attention_) attention_->prefill(ctx, L, max_tokens, b.normed, b.attended, b.inner, *attn_cache);
+            residual_add(L, b, hidden.data());
         }
         mlp_branch(ctx, L, hidden.data(), b);
     }
@@ -162,7 +161,8 @@ public:
               const context& ctx = {}) const {
         expect_shape(hidden, "hidden", {d_model_});
         require_states(mixer_st, attn_cache);
-        const index_t cap = mamba_ ? mixer_st->capacity(mamba_->config()) : attention_ ? attn_cache->capacity : 0;
+        const index_t cap = std::max(mamba_ ? mixer_st->capacity(mamba_->config()) : index_t(0),
+                                     attention_ ? attn_cache->capacity : index_t(0));
         require(ws.bytes >= decode_workspace_bytes(1, cap), "workspace too small for a decoding step: has ", ws.bytes,
                 " bytes, needs ", decode_workspace_bytes(1, cap));
         workspace_arena arena(ws);
@@ -172,9 +172,8 @@ public:
             if (mamba_)
                 mamba_->step(tensor_view<const T, 1>(b.normed, {d_model_}), tensor_view<T, 1>(b.mixed, {d_model_}), b.inner,
                              *mixer_st, ctx);
-            else
-                attention_->step(ctx, b.normed, b.mixed, b.inner, *attn_cache);
-            residual_add(1, b.mixed, hidden.data());
+            if (attention_) attention_->step(ctx, b.normed, b.attended, b.inner, *attn_cache);
+            residual_add(1, b, hidden.data());
         }
         mlp_branch(ctx, 1, hidden.data(), b);
     }
@@ -182,7 +181,8 @@ public:
 private:
     struct buffers {
         T* normed;  // (rows, d_model)
-        T* mixed;   // (rows, d_model): a branch's output
+        T* mixed;   // (rows, d_model): a branch's output (the Mamba2 mixer's in a parallel layer)
+        T* attended;  // (rows, d_model): the attention's output; = mixed but in a parallel layer
         T* gate_up; // (rows, 2 d_ff): the MLP's first products
         T* act;     // (rows, d_ff)
         workspace_span inner;
@@ -190,16 +190,21 @@ private:
     // cache_tokens < 0: a forward pass; else decoding (prefill of L tokens, or a step) with a KV
     // cache of up to cache_tokens tokens.
     std::size_t inner_bytes(index_t batch, index_t L, index_t cache_tokens) const {
-        if (mamba_) return cache_tokens < 0 ? mamba_->workspace_bytes(batch, L) : mamba_->decode_workspace_bytes(L, cache_tokens);
+        // A parallel layer runs its two mixers one after the other over the same scratch.
+        std::size_t most = 0;
+        if (mamba_)
+            most = cache_tokens < 0 ? mamba_->workspace_bytes(batch, L) : mamba_->decode_workspace_bytes(L, cache_tokens);
         if (attention_)
-            return std::max(attention_->workspace_bytes(batch, L),
-                            cache_tokens < 0 ? std::size_t(0) : attention_->step_workspace_bytes(cache_tokens));
-        return 0;
+            most = std::max({most, attention_->workspace_bytes(batch, L),
+                             cache_tokens < 0 ? std::size_t(0) : attention_->step_workspace_bytes(cache_tokens)});
+        return most;
     }
     buffers layout(workspace_arena& arena, index_t batch, index_t L, std::size_t inner) const {
         const auto rows = static_cast<std::size_t>(batch * L), d = static_cast<std::size_t>(d_model_);
         const auto ff = spec_.mlp == hybrid_mlp::none ? 0 : static_cast<std::size_t>(d_ff_);
-        buffers b{arena.take<T>(rows * d), arena.take<T>(rows * d), arena.take<T>(rows * 2 * ff), arena.take<T>(rows * ff), {}};
+        buffers b{arena.take<T>(rows * d), arena.take<T>(rows * d), nullptr, arena.take<T>(rows * 2 * ff),
+                  arena.take<T>(rows * ff), {}};
+        b.attended = mamba_ && attention_ ? arena.take<T>(rows * d) : b.mixed;
         b.inner = {arena.take<std::byte>(inner), arena.measuring() ? 0 : inner};
         return b;
     }
@@ -218,6 +223,12 @@ private:
 
     void residual_add(index_t rows, const T* branch, T* hidden) const {
         kernels::cpu::add_scaled(static_cast<std::size_t>(rows * d_model_), branch, residual_, hidden);
+    }
+    // The mixer branch: one output, or a parallel layer's two (each multiplier of Falcon-H1's is
+    // folded into its out_proj / o_proj at load).
+    void residual_add(index_t rows, const buffers& b, T* hidden) const {
+        residual_add(rows, b.mixed, hidden);
+        if (b.attended != b.mixed) residual_add(rows, b.attended, hidden);
     }
 
     void mlp_branch(const context& ctx, index_t rows, T* hidden, const buffers& b) const {

@@ -12,7 +12,11 @@
 
 namespace transmamba {
 
-enum class hybrid_mixer { mamba2, attention, none };
+// parallel: a Mamba2 mixer and self-attention both read the normed input, and their outputs are
+// summed into one residual branch (Falcon-H1).
+enum class hybrid_mixer { mamba2, attention, parallel, none };
+constexpr bool has_mamba2(hybrid_mixer m) { return m == hybrid_mixer::mamba2 || m == hybrid_mixer::parallel; }
+constexpr bool has_attention(hybrid_mixer m) { return m == hybrid_mixer::attention || m == hybrid_mixer::parallel; }
 enum class hybrid_mlp {
     none,
     swiglu,  // down(silu(gate(h)) * up(h))   (Bamba, Granite)
@@ -23,11 +27,13 @@ inline const char* name_of(hybrid_mixer m) {
     switch (m) {
         case hybrid_mixer::mamba2: return "mamba2";
         case hybrid_mixer::attention: return "attention";
+        case hybrid_mixer::parallel: return "mamba2 + attention";
         default: return "none";
     }
 }
 
 // u += m * mixer(rmsnorm(u) * norm.weight); then u += m * mlp(rmsnorm(u) * mlp_norm.weight).
+// A parallel mixer is mamba2(h) + attention(h) on the same h = rmsnorm(u) * norm.weight.
 struct hybrid_layer_spec {
     hybrid_mixer mixer = hybrid_mixer::mamba2;
     hybrid_mlp mlp = hybrid_mlp::none;
@@ -86,6 +92,18 @@ struct hybrid_config {
         for (const auto& l : layers) n += l.mixer == m;
         return n;
     }
+    // Layers that hold a Mamba2 mixer (they take TransPoints) / self-attention (they keep a KV
+    // cache), parallel layers counted in both.
+    index_t mamba2_layers() const {
+        index_t n = 0;
+        for (const auto& l : layers) n += has_mamba2(l.mixer);
+        return n;
+    }
+    index_t attention_layers() const {
+        index_t n = 0;
+        for (const auto& l : layers) n += has_attention(l.mixer);
+        return n;
+    }
     bool has_mlp() const {
         for (const auto& l : layers)
             if (l.mlp != hybrid_mlp::none) return true;
@@ -97,9 +115,9 @@ struct hybrid_config {
         const index_t d = mixer.d_model;
         const auto& l = layers.at(i);
         index_t n = 0;
-        if (l.mixer == hybrid_mixer::mamba2) n = checked_add(d, mixer.parameter_count(), "hybrid layer parameter count");
-        if (l.mixer == hybrid_mixer::attention)
-            n = checked_add(d, attention.parameter_count(d), "hybrid layer parameter count");
+        if (l.mixer != hybrid_mixer::none) n = d;  // norm.weight
+        if (has_mamba2(l.mixer)) n = checked_add(n, mixer.parameter_count(), "hybrid layer parameter count");
+        if (has_attention(l.mixer)) n = checked_add(n, attention.parameter_count(d), "hybrid layer parameter count");
         if (l.mlp != hybrid_mlp::none) {
             const index_t mats = l.mlp == hybrid_mlp::swiglu ? 3 : 2;
             const index_t mlp = checked_mul(mats * d, d_ff, "hybrid layer: MLP weight elements");
@@ -118,7 +136,7 @@ struct hybrid_config {
             require(l.mlp == hybrid_mlp::none || d_ff > 0, "hybrid_config: layer ", i,
                     " has an MLP, but model_config.d_ff is ", d_ff);
         }
-        if (count(hybrid_mixer::attention) > 0) attention.validate(mixer.d_model);
+        if (attention_layers() > 0) attention.validate(mixer.d_model);
         index_t total = 0;
         for (std::size_t i = 0; i < layers.size(); ++i)
             total = checked_add(total, layer_parameter_count(i, mixer, d_ff), "hybrid_config: parameter count");

@@ -260,6 +260,8 @@ private:
                               workspace_span ws, const mixer_state_io<A>& state, const context& ctx) {
         const auto& c = m.config();
         const index_t batch = u.extent(0), L = u.extent(1);
+        require(c.norm_placement == gated_norm::after_gate,
+                "mixer_backward: only the gated norm after the gate (Mamba2's) has a backward pass");
         require(u.extent(2) == c.d_model, "tensor 'u' has shape ", shape_string(u.shape()), ", expected (batch, L, ",
                 c.d_model, ")");
         require(batch > 0 && L > 0, "tensor 'u' is empty: shape ", shape_string(u.shape()));

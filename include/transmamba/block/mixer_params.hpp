@@ -63,7 +63,7 @@ private:
         f("dt_bias", self.dt_bias, std::vector<index_t>{c.nheads()});
         f("A_log", self.A_log, std::vector<index_t>{c.nheads()});
         f("D", self.D, std::vector<index_t>{c.nheads()});
-        f("norm.weight", self.norm_weight, std::vector<index_t>{c.d_inner()});
+        if (c.norm_placement != gated_norm::none) f("norm.weight", self.norm_weight, std::vector<index_t>{c.d_inner()});
         f("out_proj.weight", self.out_proj, std::vector<index_t>{c.d_model, c.d_inner()});
     }
 };

@@ -80,8 +80,8 @@ public:
                 groups_.emplace_back(typename Kinds::template block<T, Backend>(cfg)...);
         }
         if constexpr (is_hybrid) {
-            transpoint_layers_ = cfg.hybrid.count(hybrid_mixer::mamba2);
-            attention_layers_ = cfg.hybrid.count(hybrid_mixer::attention);
+            transpoint_layers_ = cfg.hybrid.mamba2_layers();
+            attention_layers_ = cfg.hybrid.attention_layers();
         } else {
             transpoint_layers_ = cfg.num_layers * transpoint_layers_per_group;
         }

@@ -19,6 +19,14 @@ struct size_limits {
     static constexpr index_t vocab = index_t(1) << 31;      // vocab_size
 };
 
+// Where the gated RMSNorm sits on the SSM output y, with gate = silu(z) (layer-level hybrids differ
+// here; Falcon-H1's mamba_rms_norm / mamba_norm_before_gate choose):
+//   after_gate:  rmsnorm_g(y * gate) * w      Mamba2, mamba_ssm (the default)
+//   before_gate: rmsnorm_g(y) * w * gate
+//   none:        y * gate                     no norm, no norm.weight parameter
+// The CUDA kernels and the backward pass have after_gate only and refuse the others.
+enum class gated_norm { after_gate, before_gate, none };
+
 struct mixer_config {
     index_t d_model = 256;
     index_t expand = 2;
@@ -31,8 +39,12 @@ struct mixer_config {
     double dt_min = 0.0;
     double dt_max = std::numeric_limits<double>::infinity();
     double norm_eps = 1e-5;    // eps of the gated RMSNorm
+    gated_norm norm_placement = gated_norm::after_gate;
+    // The SSM width when it is not a multiple of d_model (Falcon-H1's mamba_d_ssm, 1.5 x hidden_size
+    // in the released models); 0: expand * d_model.
+    index_t inner_width = 0;
 
-    constexpr index_t d_inner() const { return expand * d_model; }
+    constexpr index_t d_inner() const { return inner_width > 0 ? inner_width : expand * d_model; }
     constexpr index_t nheads() const { return d_inner() / headdim; }
     constexpr index_t heads_per_group() const { return nheads() / ngroups; }
     constexpr index_t conv_dim() const { return d_inner() + 2 * ngroups * d_state; }
@@ -46,7 +58,8 @@ struct mixer_config {
                         "mixer_config: parameter count");
         n = checked_add(n, checked_mul(d_model, d_inner(), "mixer_config: out_proj.weight elements d_model * d_inner"),
                         "mixer_config: parameter count");
-        return checked_add(n, 3 * nheads() + d_inner(), "mixer_config: parameter count");
+        const index_t norm = norm_placement == gated_norm::none ? 0 : d_inner();
+        return checked_add(n, 3 * nheads() + norm, "mixer_config: parameter count");
     }
 
     // Throws naming the first field that is out of range, or the derived size that overflows.
@@ -64,8 +77,11 @@ struct mixer_config {
         in_range(ngroups, size_limits::dimension, "ngroups");
         // Every derived size, in the order they build on each other (the fields' limits keep the
         // first few in range; g * n and everything after it can overflow).
-        const index_t inner = checked_mul(expand, d_model, "mixer_config: d_inner = expand * d_model");
-        require(inner % headdim == 0, "mixer_config: d_inner = expand * d_model = ", inner,
+        require(inner_width >= 0 && inner_width <= size_limits::dimension, "mixer_config.inner_width = ", inner_width,
+                " must be in [0, ", size_limits::dimension, "] (0: expand * d_model)");
+        const index_t inner =
+            inner_width > 0 ? inner_width : checked_mul(expand, d_model, "mixer_config: d_inner = expand * d_model");
+        require(inner % headdim == 0, "mixer_config: d_inner = ", inner, inner_width > 0 ? " (inner_width)" : " (expand * d_model)",
                 " is not a multiple of headdim = ", headdim);
         require(inner / headdim <= size_limits::dimension, "mixer_config: nheads = d_inner / headdim = ", inner / headdim,
                 " exceeds the limit ", size_limits::dimension);

@@ -30,6 +30,9 @@ inline language_model_config hf_mamba2_config::model_config() const {
 
 inline hf_mamba2_config hf_mamba2_config::from(const language_model_config& c, std::optional<transmamba_options> options) {
     const auto& m = c.backbone.mixer;
+    require(m.inner_width == 0 && m.norm_placement == gated_norm::after_gate,
+            "a Mamba2 config.json has no field for a Mamba2 width other than expand * hidden_size or a gated norm other "
+            "than after the gate (a Falcon-H1 model's mixer): it cannot be saved as Mamba2ForCausalLM");
     hf_mamba2_config h;
     h.hidden_size = m.d_model;
     h.state_size = m.d_state;

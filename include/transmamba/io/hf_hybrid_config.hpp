@@ -1,7 +1,7 @@
 #pragma once
 // The config.json of a layer-level hybrid checkpoint as transformers 5.x writes it
-// (docs/checkpoints.md, "Hybrid checkpoints"): NemotronHForCausalLM, BambaForCausalLM and the dense
-// GraniteMoeHybridForCausalLM, read into a language_model_config whose model_config::hybrid says
+// (docs/checkpoints.md, "Hybrid checkpoints"): NemotronHForCausalLM, BambaForCausalLM, the dense
+// GraniteMoeHybridForCausalLM and FalconH1ForCausalLM, read into a language_model_config whose model_config::hybrid says
 // which layer is which, and the map from the library's parameter names to the checkpoint's.
 //
 // Every field is accounted for: read and checked, known to change nothing at inference (dropout,
@@ -10,6 +10,7 @@
 // hybrid_config_options::allow_unknown_fields keeps it in `extra`: a new transformers field could
 // change the math, and a silent wrong answer is worse than a refusal.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <filesystem>
 #include <optional>
@@ -29,15 +30,34 @@
 
 namespace transmamba {
 
-enum class hybrid_architecture { nemotron_h, bamba, granite_hybrid };
+enum class hybrid_architecture { nemotron_h, bamba, granite_hybrid, falcon_h1 };
 
 inline const char* architecture_name(hybrid_architecture a) {
     switch (a) {
         case hybrid_architecture::nemotron_h: return "NemotronHForCausalLM";
         case hybrid_architecture::bamba: return "BambaForCausalLM";
+        case hybrid_architecture::falcon_h1: return "FalconH1ForCausalLM";
         default: return "GraniteMoeHybridForCausalLM";
     }
 }
+
+// Falcon-H1's muP multipliers (transformers' FalconH1Config). Each one scales the output of a
+// linear map: (x * ssm_in) W_in^T * ssm[segment] = x (ssm_in * ssm[segment] * W_in)^T, and so on,
+// so folding it into that map's weight rows is exact in real arithmetic and costs one rounding per
+// weight in floating point (the loader does it in double, then rounds once to T). So are the
+// attention input (q, k, v rows), key_multiplier (the k rows: RoPE is linear, it commutes), the
+// two branch outputs (out_proj, o_proj), the MLP gate (gate_proj rows: the scale sits inside the
+// silu, on gate_proj's output, exactly where the folded weight puts it) and the MLP output
+// (down_proj). Not folded: embedding_multiplier and lm_head_multiplier, since with tied embeddings
+// one matrix serves both ends; they stay data (language_model_config's embedding_multiplier and
+// logits_divisor = 1 / lm_head_multiplier, which rounds 1/m once more).
+struct falcon_h1_multipliers {
+    double embedding = 1.0, lm_head = 1.0;
+    double attention_in = 1.0, attention_out = 1.0, key = 1.0;
+    double ssm_in = 1.0, ssm_out = 1.0;
+    std::array<double, 5> ssm{1.0, 1.0, 1.0, 1.0, 1.0};  // the in_proj segments [z, x, B, C, dt]
+    std::array<double, 2> mlp{1.0, 1.0};                 // gate_proj, down_proj
+};
 
 // Where a parameter lives in the checkpoint: a tensor, or a block of its rows (Granite keeps the
 // MLP's gate and up projections in one tensor, input_linear = [gate; up]).
@@ -62,6 +82,7 @@ struct hf_hybrid_config {
     language_model_config model;  // model.backbone.hybrid: the layers
     bool use_conv_bias = true;
     index_t mtp_layers = 0;  // Nemotron-H's multi-token-prediction layers: not used at inference, their tensors skipped
+    falcon_h1_multipliers falcon;  // Falcon-H1's (all 1 for the other architectures)
     std::optional<transmamba_options> transmamba;  // a TransPoint schedule for the Mamba2 layers
     nlohmann::json extra = nlohmann::json::object();  // fields that change nothing here (and unknown ones, when allowed)
 
@@ -77,7 +98,8 @@ struct hf_hybrid_config {
         if (rest == "norm_f.weight") {
             switch (architecture) {
                 case hybrid_architecture::nemotron_h: return {p + "norm_f.weight"};
-                case hybrid_architecture::bamba: return {p + "final_layernorm.weight"};
+                case hybrid_architecture::bamba:
+                case hybrid_architecture::falcon_h1: return {p + "final_layernorm.weight"};
                 default: return {p + "norm.weight"};
             }
         }
@@ -97,6 +119,7 @@ struct hf_hybrid_config {
                 if (part.starts_with("mlp.")) return {layer + "mixer." + tail("mlp.")};
                 break;
             case hybrid_architecture::bamba:
+            case hybrid_architecture::falcon_h1:  // Falcon-H1 uses Bamba's names
                 if (part == "norm.weight") return {layer + "input_layernorm.weight"};
                 if (part == "mlp_norm.weight") return {layer + "pre_ff_layernorm.weight"};
                 if (part.starts_with("mixer.")) return {layer + "mamba." + tail("mixer.")};
@@ -114,6 +137,32 @@ struct hf_hybrid_config {
                 break;
         }
         fail("hf_hybrid_config: no checkpoint name for parameter '", std::string(name), "'");
+    }
+
+    // The factor each row of a parameter (named as language_model::for_each_parameter names it,
+    // `rows` rows) is multiplied by at load: Falcon-H1's multipliers folded into the weights (see
+    // falcon_h1_multipliers). Empty: stored as it is.
+    std::vector<double> row_scales(std::string_view name, index_t rows) const {
+        if (architecture != hybrid_architecture::falcon_h1) return {};
+        const auto& f = falcon;
+        const auto all = [&](double s) { return std::vector<double>(static_cast<std::size_t>(rows), s); };
+        if (name.ends_with(".mixer.in_proj.weight")) {
+            const auto& m = model.backbone.mixer;
+            const index_t di = m.d_inner(), gn = m.ngroups * m.d_state;
+            const std::array<index_t, 5> widths{di, di, gn, gn, m.nheads()};
+            std::vector<double> s;
+            s.reserve(static_cast<std::size_t>(rows));
+            for (std::size_t k = 0; k < widths.size(); ++k) s.insert(s.end(), static_cast<std::size_t>(widths[k]), f.ssm_in * f.ssm[k]);
+            require(static_cast<index_t>(s.size()) == rows, "hf_hybrid_config: in_proj has ", rows, " rows, its segments ", s.size());
+            return s;
+        }
+        if (name.ends_with(".mixer.out_proj.weight")) return all(f.ssm_out);
+        if (name.ends_with(".attention.q_proj.weight") || name.ends_with(".attention.v_proj.weight")) return all(f.attention_in);
+        if (name.ends_with(".attention.k_proj.weight")) return all(f.attention_in * f.key);
+        if (name.ends_with(".attention.o_proj.weight")) return all(f.attention_out);
+        if (name.ends_with(".mlp.gate_proj.weight")) return all(f.mlp[0]);
+        if (name.ends_with(".mlp.down_proj.weight")) return all(f.mlp[1]);
+        return {};
     }
 
     std::optional<std::uint64_t> parameter_count() const {
@@ -266,9 +315,7 @@ inline hf_hybrid_config parse_hf_hybrid_config(std::string_view text, const std:
     if (model_type == "nemotron_h") c.architecture = hybrid_architecture::nemotron_h;
     else if (model_type == "bamba") c.architecture = hybrid_architecture::bamba;
     else if (model_type == "granitemoehybrid") c.architecture = hybrid_architecture::granite_hybrid;
-    else if (model_type == "falcon_h1")
-        r.bad("model_type", "= \"falcon_h1\": Falcon-H1 is not supported (attention and Mamba2 in parallel in each layer, "
-                            "with per-channel muP multipliers inside the mixers; docs/checkpoints.md)");
+    else if (model_type == "falcon_h1") c.architecture = hybrid_architecture::falcon_h1;
     else if (model_type == "zamba2")
         r.bad("model_type", "= \"zamba2\": Zamba2 is not supported (shared attention blocks with per-use LoRA adapters "
                             "that read the concatenated original embeddings; docs/checkpoints.md)");
@@ -276,7 +323,7 @@ inline hf_hybrid_config parse_hf_hybrid_config(std::string_view text, const std:
         r.bad("model_type", "= \"mamba2\": a Mamba2 checkpoint, not a hybrid: load it with load_checkpoint (io/checkpoint.hpp)");
     else
         r.bad("model_type", "= \"", printable(model_type),
-              "\" is not a hybrid this library loads (\"nemotron_h\", \"bamba\", \"granitemoehybrid\")");
+              "\" is not a hybrid this library loads (\"nemotron_h\", \"bamba\", \"granitemoehybrid\", \"falcon_h1\")");
     const auto arch = c.architecture;
     constexpr index_t big = size_limits::dimension;
 
@@ -362,6 +409,84 @@ inline hf_hybrid_config parse_hf_hybrid_config(std::string_view text, const std:
                               "num_experts_per_tok", "routed_scaling_factor", "n_group", "topk_group", "norm_topk_prob",
                               "mtp_layers_block_type", "mtp_hybrid_override_pattern"})
             if (const auto* v = r.find(f)) c.extra[f] = *v;
+    } else if (arch == hybrid_architecture::falcon_h1) {
+        // Every layer: Mamba2 and attention on one normed input, summed, then a SwiGLU MLP.
+        bb.num_layers = r.integer("num_hidden_layers", 32, 1, size_limits::layers);
+        for (const char* f : {"layers_block_type", "layer_types"})
+            if (const auto* v = r.find(f)) {
+                list_of_strings(f, *v);
+                if (static_cast<index_t>(kinds.size()) != bb.num_layers)
+                    r.bad(f, "names ", kinds.size(), " layers, but num_hidden_layers = ", bb.num_layers);
+                break;
+            }
+        if (kinds.empty()) kinds.assign(static_cast<std::size_t>(bb.num_layers), "hybrid"), kinds_field = "num_hidden_layers";
+        attn.num_heads = r.integer("num_attention_heads", 32, 1, big);
+        if (const auto* kv = r.find("num_key_value_heads"); kv && kv->is_null()) attn.num_kv_heads = attn.num_heads;
+        else attn.num_kv_heads = r.integer("num_key_value_heads", 8, 1, big);
+        // transformers: getattr(config, "head_dim", hidden_size // num_attention_heads).
+        attn.head_dim = r.integer("head_dim", m.d_model / attn.num_heads, 1, big);
+        if (attn.head_dim < 1) r.bad("num_attention_heads", "= ", attn.num_heads, " exceeds hidden_size = ", m.d_model);
+        bb.d_ff = r.integer("intermediate_size", 14336, 1, big);
+        io_detail::require_string(r, "hidden_act", "silu", {"silu", "swish"});
+        m.norm_eps = r.number("rms_norm_eps", 1e-5);
+        if (!(m.norm_eps > 0.0 && m.norm_eps < 1.0)) r.bad("rms_norm_eps", "= ", m.norm_eps, " must be in (0, 1)");
+        // The Mamba2 width is mamba_d_ssm (mamba_expand * hidden_size when null), whatever its ratio to hidden_size.
+        m.expand = r.integer("mamba_expand", 2, 1, size_limits::expand);
+        index_t d_ssm = m.expand * m.d_model;
+        if (const auto* v = r.find("mamba_d_ssm"); v && !v->is_null()) d_ssm = r.integer("mamba_d_ssm", 0, 1, big);
+        m.inner_width = d_ssm;
+        const index_t heads = r.integer("mamba_n_heads", 128, 1, big);
+        m.headdim = d_ssm / heads;
+        if (const auto* v = r.find("mamba_d_head"); v && !(v->is_string() && v->get<std::string>() == "auto"))
+            m.headdim = r.integer("mamba_d_head", 0, 1, big);
+        if (m.headdim < 1 || heads * m.headdim != d_ssm)
+            r.bad("mamba_n_heads", "= ", heads, ": mamba_n_heads * mamba_d_head = ", heads * m.headdim,
+                  " must equal the Mamba2 width mamba_d_ssm = ", d_ssm);
+        m.ngroups = r.integer("mamba_n_groups", 1, 1, big);
+        if (heads % m.ngroups != 0) r.bad("mamba_n_groups", "= ", m.ngroups, " does not divide mamba_n_heads = ", heads);
+        m.d_state = r.integer("mamba_d_state", 256, 1, big);
+        m.d_conv = r.integer("mamba_d_conv", 4, 1, size_limits::conv_width);
+        m.chunk_size = r.integer("mamba_chunk_size", 256, 1, big);
+        c.use_conv_bias = r.boolean("mamba_conv_bias", true);
+        io_detail::require_false(r, "mamba_proj_bias", "biases on the Mamba2 in_proj are");
+        io_detail::require_false(r, "projectors_bias", "biases on the Mamba2 out_proj are");
+        io_detail::read_time_step_limit(r, m);  // the torch path clamps there only (time_step_min is an init setting)
+        // mamba_rms_norm: a gated RMSNorm on the SSM output at all; mamba_norm_before_gate: where.
+        const bool rms_norm = r.boolean("mamba_rms_norm", false);
+        const bool before_gate = r.boolean("mamba_norm_before_gate", true);
+        m.norm_placement = !rms_norm ? gated_norm::none : before_gate ? gated_norm::before_gate : gated_norm::after_gate;
+        const auto rope = io_detail::read_rope(r, source, 1.0);
+        if (rope.partial_rotary_factor != 1.0)
+            r.bad("partial_rotary_factor", "= ", rope.partial_rotary_factor, ": Falcon-H1 rotates whole heads");
+        attn.rope_theta = rope.theta;
+        attn.rotary_dim = attn.head_dim;
+        auto& f = c.falcon;
+        const auto positive = [&](std::string_view field, double v) {
+            if (!(std::isfinite(v) && v > 0.0)) r.bad(field, "= ", v, " must be a finite positive number");
+            return v;
+        };
+        const auto scalar = [&](const char* field) {
+            const auto* v = r.find(field);
+            return v == nullptr || v->is_null() ? 1.0 : positive(field, r.number_value(field, *v));
+        };
+        const auto list = [&](const char* field, auto& out) {
+            const auto* v = r.find(field);
+            if (v == nullptr || v->is_null()) return;
+            if (!v->is_array() || v->size() != out.size())
+                r.bad(field, "must be a list of ", out.size(), " numbers, got ", field_reader::brief(*v));
+            for (std::size_t k = 0; k < out.size(); ++k) out[k] = positive(field, r.number_value(field, (*v)[k]));
+        };
+        f.embedding = scalar("embedding_multiplier");
+        f.lm_head = scalar("lm_head_multiplier");
+        f.attention_in = scalar("attention_in_multiplier");
+        f.attention_out = scalar("attention_out_multiplier");
+        f.key = scalar("key_multiplier");
+        f.ssm_in = scalar("ssm_in_multiplier");
+        f.ssm_out = scalar("ssm_out_multiplier");
+        list("ssm_multipliers", f.ssm);
+        list("mlp_multipliers", f.mlp);
+        lm.embedding_multiplier = f.embedding;
+        lm.logits_divisor = 1.0 / f.lm_head;
     } else {
         // Bamba and Granite: every layer is a mixer (Mamba2 or attention) and an MLP.
         bb.num_layers = r.integer("num_hidden_layers", 32, 1, size_limits::layers);
@@ -435,19 +560,25 @@ inline hf_hybrid_config parse_hf_hybrid_config(std::string_view text, const std:
     }
     for (std::size_t i = 0; i < kinds.size(); ++i) {
         hybrid_layer_spec spec;
-        spec.mixer = io_detail::hybrid_layer_kind(r, kinds_field, kinds[i], arch == hybrid_architecture::nemotron_h);
+        if (arch == hybrid_architecture::falcon_h1) {
+            if (kinds[i] != "hybrid")
+                r.bad(kinds_field, "names a layer kind \"", printable(kinds[i]), "\": Falcon-H1's layers are all \"hybrid\"");
+            spec.mixer = hybrid_mixer::parallel;
+        } else {
+            spec.mixer = io_detail::hybrid_layer_kind(r, kinds_field, kinds[i], arch == hybrid_architecture::nemotron_h);
+        }
         if (arch == hybrid_architecture::nemotron_h) spec.mlp = spec.mixer == hybrid_mixer::none ? hybrid_mlp::relu2 : hybrid_mlp::none;
         else spec.mlp = hybrid_mlp::swiglu;
         h.layers.push_back(spec);
     }
     bb.num_layers = static_cast<index_t>(h.layers.size());
     if (bb.num_layers < 1) r.bad(kinds_field, "names no layers");
-    if (h.count(hybrid_mixer::attention) > 0 && attn.num_heads % attn.num_kv_heads != 0)
+    if (h.attention_layers() > 0 && attn.num_heads % attn.num_kv_heads != 0)
         r.bad("num_key_value_heads", "= ", attn.num_kv_heads, " does not divide num_attention_heads = ", attn.num_heads);
-    if (h.count(hybrid_mixer::attention) == 0) attn = self_attention_config{};
+    if (h.attention_layers() == 0) attn = self_attention_config{};
 
     if (const auto* t = r.find("transmamba"))
-        c.transmamba = io_detail::parse_transmamba(r, *t, source, h.count(hybrid_mixer::mamba2));
+        c.transmamba = io_detail::parse_transmamba(r, *t, source, h.mamba2_layers());
 
     std::vector<std::string> unknown;
     for (const auto& [key, value] : root.items()) {
@@ -478,7 +609,8 @@ inline hf_hybrid_config read_hf_hybrid_config(const std::filesystem::path& file,
 
 // Whether a config.json's model_type is one of the hybrids above (for a program that picks the loader).
 inline bool is_hybrid_model_type(std::string_view model_type) {
-    return model_type == "nemotron_h" || model_type == "bamba" || model_type == "granitemoehybrid";
+    return model_type == "nemotron_h" || model_type == "bamba" || model_type == "granitemoehybrid" ||
+           model_type == "falcon_h1";
 }
 
 }  // namespace transmamba

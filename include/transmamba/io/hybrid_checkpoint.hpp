@@ -1,5 +1,6 @@
 #pragma once
-// Loads a layer-level hybrid checkpoint directory (Nemotron-H, Bamba, dense Granite 4.0 hybrid) as
+// Loads a layer-level hybrid checkpoint directory (Nemotron-H, Bamba, dense Granite 4.0 hybrid,
+// Falcon-H1, whose muP multipliers are folded into the weights as they are read) as
 // transformers 5.x saves it (config.json + model.safetensors or shards) into a language model of
 // the hybrid pattern (block/hybrid_block.hpp). The checks are those of load_checkpoint
 // (io/checkpoint.hpp): the config first (io/hf_hybrid_config.hpp), the files' headers, a parameter
@@ -22,6 +23,14 @@
 #include "transmamba/policy/transpoint_schedule.hpp"
 
 namespace transmamba {
+
+namespace io_detail {
+template <class T>
+T from_double(double v) {
+    if constexpr (std::is_same_v<T, double> || std::is_same_v<T, float>) return static_cast<T>(v);
+    else return element_traits<T>::from_float(static_cast<float>(v));
+}
+}  // namespace io_detail
 
 struct hybrid_load_options {
     bool allow_unexpected_tensors = false;  // as load_options
@@ -92,7 +101,16 @@ try {
         e->file->expect_shape(t, want);
         if (!is_float_dtype(t.type))
             io_detail::bad_weight(*e->file, src.name, "has dtype ", dtype_name(t.type), "; weights must be F32, F16, BF16 or F64");
-        std::vector<T> host = e->file->template read<T>(t);
+        std::vector<T> host;
+        if (const auto scales = cfg.row_scales(name, shape[0]); !scales.empty()) {
+            // Falcon-H1's multipliers, folded in double and rounded to T once (falcon_h1_multipliers).
+            const auto stored = e->file->template read<double>(t);
+            const std::size_t cols = stored.size() / scales.size();
+            host.resize(stored.size());
+            for (std::size_t i = 0; i < stored.size(); ++i) host[i] = io_detail::from_double<T>(stored[i] * scales[i / cols]);
+        } else {
+            host = e->file->template read<T>(t);
+        }
         if (src.rows > 0)  // a block of rows of a fused tensor
             host = std::vector<T>(host.begin() + static_cast<std::ptrdiff_t>(src.row_begin * shape[1]),
                                   host.begin() + static_cast<std::ptrdiff_t>((src.row_begin + src.rows) * shape[1]));

@@ -179,4 +179,41 @@ TEST_CASE_TEMPLATE("backend_traits<cpu>::gemm_nt matches a naive loop, strided o
     }
 }
 
+// Falcon-H1's placements of the gated norm (core/config.hpp gated_norm), against a float64 loop
+// written here: before the gate, rmsnorm_g(y) * w * silu(z); none, y * silu(z) (and y unchanged on
+// ungated attention tokens).
+TEST_CASE_TEMPLATE("projection: gated_rmsnorm before the gate and without a norm match a float64 loop", T, float, double) {
+    const index_t L = 9, P = 4, g = 2;
+    auto cfg = small_config(32, 8, 16, g);
+    const index_t di = cfg.d_inner(), group = di / g, stride = cfg.d_in_proj();
+    const auto f = projection_fixture::make<double>(cfg, 1, L, 700);
+    const auto y = reference::random_vector(static_cast<std::size_t>(L * di), 701);
+    const auto zx = to_vector<T>(rounded<T>(f.zxbcdt)), yt = to_vector<T>(rounded<T>(y)), nw = to_vector<T>(rounded<T>(f.w.norm_w));
+    const auto silu = [](double v) { return v / (1.0 + std::exp(-v)); };
+    std::vector<double> last;
+    for (gated_norm placement : {gated_norm::before_gate, gated_norm::none}) {
+        CAPTURE(static_cast<int>(placement));
+        cfg.norm_placement = placement;
+        std::vector<T> v(static_cast<std::size_t>(L * di), nan_value<T>());
+        projection::gated_rmsnorm(cpu_context{}, cfg, 1, L, P, false, yt.data(), zx.data(), nw.data(), v.data());
+        std::vector<double> want(v.size());
+        for (index_t t = 0; t < L; ++t)
+            for (index_t g0 = 0; g0 < di; g0 += group) {
+                double ss = 0.0;
+                for (index_t c = g0; c < g0 + group; ++c) ss += double(yt[std::size_t(t * di + c)]) * double(yt[std::size_t(t * di + c)]);
+                const double inv = 1.0 / std::sqrt(ss / double(group) + cfg.norm_eps);
+                for (index_t c = g0; c < g0 + group; ++c) {
+                    const double yc = double(yt[std::size_t(t * di + c)]);
+                    const double gate = t >= P ? silu(double(zx[std::size_t(t * stride + c)])) : 1.0;
+                    want[std::size_t(t * di + c)] =
+                        placement == gated_norm::none ? yc * gate : yc * inv * double(nw[std::size_t(c)]) * gate;
+                }
+            }
+        const auto got = reference::to_double(v);
+        CHECK(reference::max_relative_error(got, want) <= tolerance<T>());
+        if (!last.empty()) CHECK(reference::max_relative_error(got, last) > 1e-2);  // the two placements differ
+        last = got;
+    }
+}
+
 }  // namespace test_backend_cpu_projection

@@ -122,7 +122,8 @@ struct projection_kernel<mamba2_projection, cpu> {
 
     // v (rows, d_inner) = rmsnorm_g(y * gate) * norm_weight, gate = silu(z) on SSM tokens (t >= P)
     // and on attention tokens only when gate_attention. Each of the g groups of d_inner/g channels
-    // is normalised on its own (mamba_ssm's grouped RMSNorm).
+    // is normalised on its own (mamba_ssm's grouped RMSNorm). cfg.norm_placement moves the norm
+    // before the gate or leaves it out (core/config.hpp).
     template <class T, class A>
     static void gated_rmsnorm(const cpu_context& ctx, const mixer_config& cfg, index_t batch, index_t seqlen,
                               index_t transpoint, bool gate_attention, const A* y, const A* zxbcdt,
@@ -137,18 +138,28 @@ struct projection_kernel<mamba2_projection, cpu> {
         static_assert(std::is_same_v<T, A>, "the CPU backend computes in its storage type");
         const index_t d = cfg.d_inner(), group = d / cfg.ngroups, zstride = cfg.d_in_proj();
         const A eps = static_cast<A>(cfg.norm_eps);
+        const gated_norm placement = cfg.norm_placement;
         parallel_for(seqs.rows(), 15 * d, [&](index_t row, int) {  // silu gate, squares, scaling
             const auto at = seqs.locate(row);
             const bool gated = at.position >= seqs.prefix(at.sequence) || gate_attention;
             const A* yr = y + row * d;
             const A* z = zxbcdt + row * zstride;  // z is the first d_inner outputs of in_proj
             T* out = v + row * d;
+            const auto normalise = [&] {
+                for (index_t g0 = 0; g0 < d; g0 += group) {
+                    const A inv = A(1) / std::sqrt(kernels::cpu::sum_of_squares(out + g0, group) / static_cast<A>(group) + eps);
+                    for (index_t c = g0; c < g0 + group; ++c) out[c] = out[c] * inv * static_cast<A>(norm_weight[c]);
+                }
+            };
+            if (placement == gated_norm::before_gate) {
+                std::copy_n(yr, d, out);
+                normalise();
+                if (gated) kernels::cpu::silu_into<A>(out, z, out, d);
+                return;
+            }
             if (gated) kernels::cpu::silu_into<A>(yr, z, out, d);  // y * gate, normalised in place below
             else std::copy_n(yr, d, out);
-            for (index_t g0 = 0; g0 < d; g0 += group) {
-                const A inv = A(1) / std::sqrt(kernels::cpu::sum_of_squares(out + g0, group) / static_cast<A>(group) + eps);
-                for (index_t c = g0; c < g0 + group; ++c) out[c] = out[c] * inv * static_cast<A>(norm_weight[c]);
-            }
+            if (placement == gated_norm::after_gate) normalise();
         });
     }
 };
