@@ -59,23 +59,27 @@ struct attention_kernel<Variant, cpu> {
         return measure.used();
     }
 
-    // Writes y(b, t, :, :) for t < prefix; rows t >= prefix are not touched. With `lse` (batch, g,
-    // prefix), also each (group, query)'s log-sum-exp of its scaled scores, which the backward pass
-    // recomputes the softmax from (backend/cpu/attention_backward.hpp).
+    // Writes y(b, t, :, :) for first_query <= t < prefix; other rows are not touched. With `lse`
+    // (batch, g, prefix), also each (group, query)'s log-sum-exp of its scaled scores, which the
+    // backward pass recomputes the softmax from (backend/cpu/attention_backward.hpp). A first_query
+    // above 0 computes a band of queries against all the keys they see, the work one rank of the
+    // context-parallel layer takes (parallel/query_assignment.hpp).
     template <class T>
     static void run(const cpu_context& ctx, const mixer_config& cfg, const ssm_inputs<T>& in, index_t prefix,
-                    tensor_view<T, 4> y, workspace_span span, tensor_view<T, 3> lse = {}) {
-        if (prefix <= 0) return;
+                    tensor_view<T, 4> y, workspace_span span, tensor_view<T, 3> lse = {}, index_t first_query = 0) {
+        if (prefix <= 0 || first_query >= prefix) return;
+        require(first_query >= 0, "attention: first_query = ", first_query, " is negative");
         if (!lse.empty()) expect_shape(lse, "lse", {in.batch(), in.ngroups(), prefix});
-        run(ctx, cfg, in, sequence_layout::dense(in.batch(), prefix).split_at(prefix), y, span, lse);
+        run(ctx, cfg, in, sequence_layout::dense(in.batch(), prefix).split_at(prefix), y, span, lse, first_query);
     }
     // Each sequence of `seqs` attends causally within itself over its first prefix(s) tokens; a
     // packed sequence never sees another's keys. `lse`, when given, is (count, g, longest prefix).
+    // first_query > 0 (dense layouts only) starts every sequence's queries there.
     template <class T>
     static void run(const cpu_context&, const mixer_config& cfg, const ssm_inputs<T>& in, const sequence_layout& seqs,
-                    tensor_view<T, 4> y, workspace_span span, tensor_view<T, 3> lse = {}) {
+                    tensor_view<T, 4> y, workspace_span span, tensor_view<T, 3> lse = {}, index_t first_query = 0) {
         const index_t longest = seqs.max_prefix();
-        if (longest <= 0) return;
+        if (longest <= 0 || longest <= first_query) return;
         require(in.x.stride(3) == 1 && in.x.stride(2) == in.headdim(),
                 "attention: the heads of x must be adjacent channels of one row");
         workspace_arena arena(span);
@@ -105,7 +109,8 @@ struct attention_kernel<Variant, cpu> {
 
         // Tasks over (sequence, group, query tile) at the longest prefix's tile count; a shorter
         // sequence's surplus tiles return at once.
-        const index_t tiles = (longest + tuning::query_tile - 1) / tuning::query_tile;
+        require(first_query == 0 || !seqs.is_packed(), "attention: first_query needs a dense layout");
+        const index_t tiles = (longest - first_query + tuning::query_tile - 1) / tuning::query_tile;
         // A tile's work: its scores against the keys it sees (half the prefix on average), then
         // the heads of the group reading the values.
         const index_t tile_work = std::min(longest, tuning::query_tile) * (longest / 2 + 1) * (n + hg * p);
@@ -113,7 +118,7 @@ struct attention_kernel<Variant, cpu> {
             // Largest tiles first would balance better; dynamic scheduling already evens it out.
             const index_t tile = task % tiles, grp = (task / tiles) % g, q = task / (tiles * g);
             const index_t prefix = seqs.prefix(q);
-            const index_t q0 = tile * tuning::query_tile, q1 = std::min(prefix, q0 + tuning::query_tile);
+            const index_t q0 = first_query + tile * tuning::query_tile, q1 = std::min(prefix, q0 + tuning::query_tile);
             if (q0 >= prefix) return;
             const index_t rows = q1 - q0, keys = q1;  // causal: this tile sees keys [0, q1)
             const index_t b = seqs.batch_of(q), row0 = seqs.first_row(q);
