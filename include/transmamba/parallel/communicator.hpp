@@ -17,6 +17,7 @@
 #include "transmamba/backend/traits.hpp"
 #include "transmamba/core/checked_size.hpp"
 #include "transmamba/core/numeric.hpp"
+#include "transmamba/core/tensor_view.hpp"  // index_t
 
 namespace transmamba {
 

@@ -10,6 +10,7 @@
 #include "transmamba/backend/traits.hpp"
 #include "transmamba/core/error.hpp"
 #include "transmamba/core/numeric.hpp"
+#include "transmamba/core/tensor_view.hpp"  // index_t
 
 namespace transmamba {
 

@@ -8,6 +8,7 @@
 
 #include "transmamba/core/error.hpp"
 #include "transmamba/core/numeric.hpp"
+#include "transmamba/core/tensor_view.hpp"  // index_t
 
 namespace transmamba {
 
