@@ -21,10 +21,12 @@
 #include <transmamba/backend/cuda/attention.cuh>
 
 #include "reference/reference.hpp"
+#include "support/oracle_variant.hpp"
 
 namespace {
 
 using namespace transmamba;
+using testing::oracle_variant;
 
 struct shape {
     index_t batch, L, prefix, h, p, n, g;
@@ -47,16 +49,6 @@ const char* type_name() {
 template <class T>
 constexpr double bound() {
     return std::is_same_v<T, float> ? 1e-5 : 5e-3;
-}
-
-template <class Variant>
-reference::variant oracle_variant(index_t n) {
-    reference::variant v;
-    v.d_skip_attention = Variant::skip_D;
-    v.rope = Variant::position::rotary;
-    if constexpr (Variant::position::rotary) v.rope_theta = Variant::position::theta;
-    v.scale = Variant::scale::value(n);
-    return v;
 }
 
 // Debug aid printed when a case fails: the worst element, and the error folded onto one 128 x 128

@@ -22,10 +22,12 @@
 #include <transmamba/backend/cuda/decode_attention.cuh>
 
 #include "reference/reference.hpp"
+#include "support/oracle_variant.hpp"
 
 namespace {
 
 using namespace transmamba;
+using testing::oracle_variant;
 
 template <class T>
 double round_to(double v) {
@@ -35,16 +37,6 @@ double round_to(double v) {
 template <class T>
 const char* type_name() {
     return std::is_same_v<T, float> ? "float" : "bf16";
-}
-
-template <class Variant>
-reference::variant oracle_variant(index_t n) {
-    reference::variant v;
-    v.d_skip_attention = Variant::skip_D;
-    v.rope = Variant::position::rotary;
-    if constexpr (Variant::position::rotary) v.rope_theta = Variant::position::theta;
-    v.scale = Variant::scale::value(n);
-    return v;
 }
 
 // One sequence's cache: x (len, h, p), B (len, g, n), and the newest token's query q (g, n).
