@@ -197,8 +197,11 @@ def build(maker, out, summary):
         summary.append(f"  ({name}: no float64 forward: {e!r})")
     try:
         with torch.no_grad():
-            generated = model.generate(input_ids=ids[:1, :5], max_new_tokens=8, do_sample=False,
-                                       pad_token_id=0)
+            # An explicit all-ones mask: without one, generate() takes every id equal to
+            # pad_token_id in the prompt for padding and masks it out.
+            prompt = ids[:1, :5]
+            generated = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
+                                       max_new_tokens=8, do_sample=False, pad_token_id=0)
         tensors["generated"] = generated.to(torch.int64).contiguous()
         summary.append(f"  ({name}: greedy generate {generated.tolist()})")
     except Exception as e:  # a bonus, as the float64 logits

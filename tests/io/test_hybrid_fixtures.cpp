@@ -153,8 +153,8 @@ TEST_CASE("hybrid fixtures: Nemotron-H loads and matches transformers") {
 }
 // Falcon-H1 (attention and Mamba2 in parallel in every layer, every muP multiplier != 1):
 // falcon_h1_tiny as the released models (no Mamba norm, mamba_d_ssm 1.5 x hidden_size, head_dim
-// != hidden / heads; made by the script, not yet by the device run: skipped while absent), and the
-// two placements of mamba_rms_norm (before the gate, tied embeddings; after the gate).
+// != hidden / heads), and the two placements of mamba_rms_norm (before the gate, tied embeddings;
+// after the gate).
 TEST_CASE("hybrid fixtures: Falcon-H1 loads and matches transformers") {
     check_fixture({"falcon_h1_tiny", hybrid_architecture::falcon_h1, 3, 3});
     check_fixture({"falcon_h1_norm_before_gate_tiny", hybrid_architecture::falcon_h1, 2, 2});
