@@ -506,6 +506,10 @@ __global__ void __launch_bounds__(Tuning::warps * 32, Tuning::min_blocks_per_sm)
             for (int w = 0; w < s_key_warps; ++w) l += row_sum[w * BR + r];
             const float inv = 1.f / l;
             const index_t t = q0 + r;
+            // m_o is the row's reference max in log2 units, l the sum of exp2(s - m_o).
+            if (a.lse != nullptr && where.chunk == 0 && cb == 0 && (lane & 3) == 0)
+                a.lse[where.b * a.lse_batch + where.grp * a.lse_group + t] =
+                    (m_o[mt][h] + log2f(l)) * 0.6931471805599453f;
             float* yr = a.y + where.b * a.y_batch + t * a.y_row + index_t(where.grp) * a.group_cols + c0;
             const T* xr = gV + t * a.v_row;
 #pragma unroll
@@ -608,6 +612,7 @@ __global__ void __launch_bounds__(Tuning::threads) attention_simt_kernel(const a
     float* yr = a.y + where.b * a.y_batch + t * a.y_row + index_t(where.grp) * a.group_cols + c0;
     const float* xr = gV + t * a.v_row;
     const float inv = 1.f / l;
+    if (a.lse != nullptr && where.chunk == 0 && sub == 0) a.lse[where.b * a.lse_batch + where.grp * a.lse_group + t] = m + logf(l);
 #pragma unroll
     for (int cc = 0; cc < cols_per_thread; ++cc) {
         const int col = sub + cc * TPR;
@@ -687,10 +692,13 @@ struct attention_kernel<Variant, cuda> {
         return best;
     }
 
-    // Writes y(b, t, :, :) for t < prefix; rows t >= prefix are not touched.
+    // Writes y(b, t, :, :) for t < prefix; rows t >= prefix are not touched. With `lse` (batch, g,
+    // prefix; contiguous along the queries), also each (group, query)'s log-sum-exp of its scaled
+    // scores, which the backward pass recomputes the softmax from (attention_backward.cuh); without
+    // it the kernels skip that one store.
     template <class T>
     static void run(const cuda_context& ctx, const mixer_config& cfg, const ssm_inputs<T>& in, index_t prefix,
-                    tensor_view<compute_t<T>, 4> y, workspace_span span) {
+                    tensor_view<compute_t<T>, 4> y, workspace_span span, tensor_view<compute_t<T>, 3> lse = {}) {
         static_assert(cuda_storage_type<T>, "CUDA attention takes float, __nv_bfloat16 or __half");
         if (prefix <= 0) return;
         const index_t batch = in.batch(), L = in.seqlen(), g = in.ngroups(), n = in.d_state(), p = in.headdim();
@@ -708,6 +716,10 @@ struct attention_kernel<Variant, cuda> {
         expect_shape(y, "y", {batch, L, h, p});
         require(y.stride(3) == 1 && y.stride(2) == p, "attention: the heads of y must be adjacent channels of one row");
         require(batch * g <= (index_t(1) << 30), "attention: batch * ngroups too large");
+        if (!lse.empty()) {
+            expect_shape(lse, "lse", {batch, g, prefix});
+            require(lse.stride(2) == 1, "attention: lse must be contiguous along the queries");
+        }
 
         workspace_arena arena(span);
         const auto s = layout<T>(arena, cfg, batch, prefix);
@@ -736,6 +748,11 @@ struct attention_kernel<Variant, cuda> {
         a.y = y.data();
         a.y_batch = y.stride(0), a.y_row = y.stride(1);
         a.D = Variant::skip_D ? in.D : nullptr;
+        if (!lse.empty()) {
+            a.lse = lse.data();
+            a.lse_batch = lse.stride(0);
+            a.lse_group = lse.stride(1);
+        }
         a.prefix = prefix;
         a.batch = static_cast<int>(batch);
         a.groups = static_cast<int>(g);

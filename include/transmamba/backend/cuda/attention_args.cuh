@@ -21,6 +21,10 @@ struct attention_args {
     float* y = nullptr;
     index_t y_batch = 0, y_row = 0;
     const float* D = nullptr;  // (h), or nullptr: no D * x skip
+    // Where the training forward keeps each (batch, group, query)'s log-sum-exp of its scaled
+    // scores (natural log), at lse + b*lse_batch + grp*lse_group + t; nullptr: not kept (inference).
+    float* lse = nullptr;
+    index_t lse_batch = 0, lse_group = 0;
     index_t prefix = 0;
     int batch = 0, groups = 0, group_cols = 0, headdim = 0, state = 0;
     int query_tiles = 0, col_chunks = 0, slices_per_wave = 1;

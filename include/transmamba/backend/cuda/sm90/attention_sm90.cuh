@@ -318,6 +318,9 @@ __global__ void __launch_bounds__(Tuning::threads, 1)
         const index_t t = q0 + row0 + 8 * h;
         if (t >= a.prefix) continue;
         const float inv = 1.f / sum;
+        // m is the row's running max in log2 units, sum the sum of exp2(s - m).
+        if (a.lse != nullptr && where.chunk == 0 && (lane & 3) == 0)
+            a.lse[where.b * a.lse_batch + where.grp * a.lse_group + t] = (m[h] + log2f(sum)) * 0.6931471805599453f;
         float* yr = a.y + where.b * a.y_batch + t * a.y_row + index_t(where.grp) * a.group_cols + c0;
         const T* xr = a.v + where.b * a.v_batch + t * a.v_row + index_t(where.grp) * a.group_cols + c0;
 #pragma unroll
