@@ -597,9 +597,9 @@ struct attention_backward_kernel<Variant, cuda> {
                     static_cast<int>(g), static_cast<int>(n), static_cast<double>(Variant::position::theta), s.rotated_c,
                     s.rotated_b);
             k::check_launch("attention backward rope_rotate_kernel");
-            for (float* rotated : {s.dq_rot, s.dk_rot})
-                k::check_cuda(cudaMemsetAsync(rotated, 0, sizeof(float) * static_cast<std::size_t>(rot_rows * n), ctx.stream),
-                              "cudaMemsetAsync (attention backward, rotated gradients)");
+            const std::size_t rotated_bytes = sizeof(float) * static_cast<std::size_t>(rot_rows * n);
+            k::check_cuda(cudaMemsetAsync(s.dq_rot, 0, rotated_bytes, ctx.stream), "cudaMemsetAsync (attention backward, dC rotated)");
+            k::check_cuda(cudaMemsetAsync(s.dk_rot, 0, rotated_bytes, ctx.stream), "cudaMemsetAsync (attention backward, dB rotated)");
             a.q = s.rotated_c;
             a.k = s.rotated_b;
             a.q_batch = a.k_batch = prefix * g * n;
