@@ -331,8 +331,9 @@ __global__ void __launch_bounds__(Tuning::warps * 32, 1) key_tile_kernel(const a
                 m::mma(s[2 * np + 1], fa, fb[1]);
             }
         }
+        const int cols_k = (cols_valid + KS - 1) / KS * KS;  // a narrow group skips its zero columns
 #pragma unroll 4
-        for (int kk = 0; kk < VC; kk += KS) {
+        for (int kk = 0; kk < cols_k; kk += KS) {
             m::frag_a<T> fa;
             m::load_a_mk(fa, sO, VP, wr * 16, kk);
 #pragma unroll
@@ -369,6 +370,7 @@ __global__ void __launch_bounds__(Tuning::warps * 32, 1) key_tile_kernel(const a
         __syncthreads();
 
         // dV_j += P^T dO_i (keys of wr, columns of wc); dK_j += dS^T Q_i; dQ_i = dS K_j.
+        if (wc * v_cols < cols_valid) {
 #pragma unroll
         for (int kk = 0; kk < BR; kk += KS) {
             m::frag_a<T> fa;
@@ -380,6 +382,7 @@ __global__ void __launch_bounds__(Tuning::warps * 32, 1) key_tile_kernel(const a
                 m::mma(dv[2 * np], fa, fb[0]);
                 m::mma(dv[2 * np + 1], fa, fb[1]);
             }
+        }
         }
         m::frag_c dq[n_cols / 8];
         if (wc < nk_warps) {
