@@ -213,8 +213,8 @@ void check_case(const shape& s, const char* variant, std::uint64_t seed) {
 
 // P = 1, a whole tile (64), one past it and other partial tiles; ngroups 1, 2 and h; d_state 16 to
 // 128 (bf16 at 64 and 128 keeps its lse in the Hopper forward in a 90a build, the others in the
-// mma.sync / SIMT forward); groups of one column chunk and of several (256 columns: 2 chunks in
-// bf16, 4 in float), so dK and dQ receive several ordered additions per chunk.
+// mma.sync / SIMT forward); groups of one column chunk and of several (float: 64 columns a chunk,
+// bf16: 256), so dK and dQ receive several ordered additions per key tile.
 const std::vector<shape> shapes = {
     // batch, L, P, h, p, n, g
     {2, 70, 1, 4, 16, 32, 2},      // P = 1
@@ -222,6 +222,7 @@ const std::vector<shape> shapes = {
     {1, 150, 130, 4, 32, 128, 4},  // g = h, three tiles, the last one of two queries
     {2, 100, 65, 2, 64, 16, 2},    // one head per group, n = 16, P = one past a tile
     {1, 260, 257, 8, 64, 64, 2},   // g = 2, 256 columns, five tiles
+    {1, 140, 140, 8, 64, 32, 1},   // g = 1, 512 columns: two chunks in bf16, eight in float
 };
 
 template <class T>
