@@ -234,7 +234,8 @@ private:
         const std::size_t scratch =
             std::max({attention::template scratch_bytes<T>(c, bt, std::max<index_t>(sh.P, 1)),
                       converter::template scratch_bytes<T>(c, bt, sh.rows),
-                      scan::template scratch_bytes<T>(c, bt, sh.rows)});
+                      scan::template scratch_bytes<T>(c, bt, sh.rows),
+                      pair_kernel::template scratch_bytes<A>(bt, h, sh.rows)});
         std::byte* s = arena.take<std::byte>(scratch);
         b.scratch = {s, arena.measuring() ? 0 : scratch};
         return b;
@@ -411,7 +412,7 @@ private:
             const tensor_view<A, 4> U(b.pair_send, {bt, h, p, n});
             traits::fill(ctx, U.data(), static_cast<std::size_t>(U.size()), A(0));
             converter::run(ctx, c, in, len, U, b.scratch);
-            pair_kernel::decay(ctx, in, 0, len, b.pair_send + pl.decay_offset());
+            pair_kernel::decay(ctx, in, 0, len, b.pair_send + pl.decay_offset(), b.scratch);
 
             if (sh.P > 0) {
                 const index_t mine = std::max<index_t>(0, std::min(s.end, sh.P) - s.begin);
@@ -519,8 +520,9 @@ private:
     }
 
     // Attention of queries [range.begin, range.end) over keys [0, range.end) of the gathered prefix.
-    // A backend whose kernel takes a first query computes just that band; the others compute all
-    // queries below range.end (the same values for the band's rows, more work).
+    // A backend whose kernel takes a first query (after its log-sum-exp output: CPU and CUDA)
+    // computes just that band; the others compute all queries below range.end (the same values
+    // for the band's rows, more work).
     void attend(const context& ctx, const ssm_inputs<T>& pin, query_range range, tensor_view<A, 4> py,
                 workspace_span scratch) const {
         const auto& c = layer_.config();

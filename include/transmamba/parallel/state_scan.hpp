@@ -31,7 +31,8 @@ struct state_pair_layout {
 };
 
 // Per backend (parallel/cpu/state_scan.hpp, parallel/cuda/state_scan.cuh):
-//   decay(ctx, in, t_begin, t_end, lambda):  lambda(b, k) = exp(A_k sum_{t in [t_begin, t_end)} dt(b, t, k));
+//   scratch_bytes<A>(batch, nheads, tokens): the scratch decay needs over at most `tokens` tokens;
+//   decay(ctx, in, t_begin, t_end, lambda, scratch):  lambda(b, k) = exp(A_k sum_{t in [t_begin, t_end)} dt(b, t, k));
 //   fold(ctx, layout, pairs, count, initial, state): state = the pairs 0 .. count - 1 (slots of
 //       layout.elements() each) applied in order to `initial` (zeros when null).
 template <class Backend>

@@ -249,7 +249,7 @@ __global__ void __launch_bounds__(Tuning::warps * 32, Tuning::min_blocks_per_sm)
     float* row_sum = row_max + s_key_warps * BR;               // s_key_warps x BR partial sums (end)
 
     const auto where = attention_tile::of_block(a);
-    const index_t q0 = index_t(where.tile) * BR;
+    const index_t q0 = a.first_query + index_t(where.tile) * BR;
     const int rows_valid = static_cast<int>(std::min<index_t>(BR, a.prefix - q0));
     const int c0 = where.chunk * VC;
     const int cols_valid = std::min(VC, a.group_cols - c0);
@@ -544,7 +544,7 @@ __global__ void __launch_bounds__(Tuning::threads) attention_simt_kernel(const a
     float* sP = sV + BC * VC;     // BR x (BC + 1)
 
     const auto where = attention_tile::of_block(a);
-    const index_t q0 = index_t(where.tile) * BR;
+    const index_t q0 = a.first_query + index_t(where.tile) * BR;
     const int rows_valid = static_cast<int>(std::min<index_t>(BR, a.prefix - q0));
     const int c0 = where.chunk * VC;
     const int cols_valid = std::min(VC, a.group_cols - c0);
@@ -692,15 +692,19 @@ struct attention_kernel<Variant, cuda> {
         return best;
     }
 
-    // Writes y(b, t, :, :) for t < prefix; rows t >= prefix are not touched. With `lse` (batch, g,
-    // prefix; contiguous along the queries), also each (group, query)'s log-sum-exp of its scaled
-    // scores, which the backward pass recomputes the softmax from (attention_backward.cuh); without
-    // it the kernels skip that one store.
+    // Writes y(b, t, :, :) for first_query <= t < prefix; other rows are not touched. With `lse`
+    // (batch, g, prefix; contiguous along the queries), also each (group, query)'s log-sum-exp of
+    // its scaled scores, which the backward pass recomputes the softmax from (attention_backward.cuh);
+    // without it the kernels skip that one store. A first_query above 0 computes a band of queries
+    // against all the keys they see (the same values as those rows of the whole prefix), the work
+    // one rank of the context-parallel layer takes (parallel/query_assignment.hpp).
     template <class T>
     static void run(const cuda_context& ctx, const mixer_config& cfg, const ssm_inputs<T>& in, index_t prefix,
-                    tensor_view<compute_t<T>, 4> y, workspace_span span, tensor_view<compute_t<T>, 3> lse = {}) {
+                    tensor_view<compute_t<T>, 4> y, workspace_span span, tensor_view<compute_t<T>, 3> lse = {},
+                    index_t first_query = 0) {
         static_assert(cuda_storage_type<T>, "CUDA attention takes float, __nv_bfloat16 or __half");
-        if (prefix <= 0) return;
+        require(first_query >= 0, "attention: first_query = ", first_query, " is negative");
+        if (prefix <= 0 || first_query >= prefix) return;
         const index_t batch = in.batch(), L = in.seqlen(), g = in.ngroups(), n = in.d_state(), p = in.headdim();
         const index_t h = in.nheads();
         require(prefix <= L, "attention: prefix P = ", prefix, " exceeds the sequence length L = ", L);
@@ -754,6 +758,7 @@ struct attention_kernel<Variant, cuda> {
             a.lse_group = lse.stride(1);
         }
         a.prefix = prefix;
+        a.first_query = first_query;
         a.batch = static_cast<int>(batch);
         a.groups = static_cast<int>(g);
         a.group_cols = static_cast<int>(h / g * p);
@@ -819,7 +824,7 @@ private:
         namespace k = kernels::cuda;
         namespace s9 = kernels::cuda::sm90;
         using layout = s9::attention_smem<T, N, Tuning>;
-        a.query_tiles = static_cast<int>((a.prefix + Tuning::query_tile - 1) / Tuning::query_tile);
+        a.query_tiles = static_cast<int>((a.prefix - a.first_query + Tuning::query_tile - 1) / Tuning::query_tile);
         a.col_chunks = (a.group_cols + Tuning::value_cols - 1) / Tuning::value_cols;
         a.slices_per_wave = slices_per_wave(a, std::size_t(a.prefix) * (N + Tuning::value_cols) * sizeof(T), 1);
         const auto blocks = std::size_t(a.query_tiles) * a.col_chunks * a.groups * a.batch;
@@ -873,7 +878,7 @@ private:
         constexpr std::size_t smem = sizeof(T) * (std::size_t(BR) * (N + 8) + 2 * std::size_t(BC) * (N + 8) +
                                                   2 * std::size_t(BC) * (VC + 8) + std::size_t(BR) * (BC + 8)) +
                                      sizeof(float) * 2 * s_key_warps * BR;
-        a.query_tiles = static_cast<int>((a.prefix + BR - 1) / BR);
+        a.query_tiles = static_cast<int>((a.prefix - a.first_query + BR - 1) / BR);
         a.col_chunks = (a.group_cols + VC - 1) / VC;
         a.slices_per_wave = slices_per_wave(a, std::size_t(a.prefix) * (N + VC) * sizeof(T), Tuning::min_blocks_per_sm);
         const auto blocks = std::size_t(a.query_tiles) * a.col_chunks * a.groups * a.batch;
@@ -888,7 +893,7 @@ private:
         namespace k = kernels::cuda;
         namespace kp = kernels::cuda::prefill;
         using tuning = cuda_attention_simt_tuning;
-        a.query_tiles = static_cast<int>((a.prefix + tuning::query_tile - 1) / tuning::query_tile);
+        a.query_tiles = static_cast<int>((a.prefix - a.first_query + tuning::query_tile - 1) / tuning::query_tile);
         a.col_chunks = (a.group_cols + tuning::value_cols - 1) / tuning::value_cols;
         a.slices_per_wave =
             slices_per_wave(a, std::size_t(a.prefix) * (a.state + tuning::value_cols) * sizeof(float), 1);

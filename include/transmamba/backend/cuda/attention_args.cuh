@@ -9,7 +9,9 @@ namespace transmamba::kernels::cuda::prefill {
 
 // What one attention launch reads and writes. Strides in elements. Q rows of group grp start at
 // q + b*q_batch + t*q_row + grp*q_group (likewise K); the V columns of group grp are the
-// group_cols = (h/g)*p adjacent channels starting at grp*group_cols (likewise y).
+// group_cols = (h/g)*p adjacent channels starting at grp*group_cols (likewise y). Query tile i
+// starts at row first_query + i * query_tile: the tiles cover [first_query, prefix), each against
+// the keys it sees causally, which always start at key 0.
 template <class T>
 struct attention_args {
     const T* q = nullptr;
@@ -26,6 +28,7 @@ struct attention_args {
     float* lse = nullptr;
     index_t lse_batch = 0, lse_group = 0;
     index_t prefix = 0;
+    index_t first_query = 0;  // queries [first_query, prefix) against keys [0, prefix): a band (context parallel)
     int batch = 0, groups = 0, group_cols = 0, headdim = 0, state = 0;
     int query_tiles = 0, col_chunks = 0, slices_per_wave = 1;
     float scale = 0;  // softmax scale (SIMT kernel)

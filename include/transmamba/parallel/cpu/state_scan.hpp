@@ -1,17 +1,25 @@
 #pragma once
 // The cross-rank state scan's two local steps on the CPU (parallel/state_scan.hpp).
 #include <cmath>
+#include <cstddef>
 
 #include "transmamba/backend/cpu/traits.hpp"
 #include "transmamba/core/parallel.hpp"
+#include "transmamba/core/workspace.hpp"
 #include "transmamba/parallel/state_scan.hpp"
 
 namespace transmamba {
 
 template <>
 struct state_scan_kernel<cpu> {
+    template <class A>
+    static std::size_t scratch_bytes(index_t /*batch*/, index_t /*nheads*/, index_t /*tokens*/) {
+        return 0;
+    }
+
     template <class T, class A>
-    static void decay(const cpu_context&, const ssm_inputs<T>& in, index_t t_begin, index_t t_end, A* lambda) {
+    static void decay(const cpu_context&, const ssm_inputs<T>& in, index_t t_begin, index_t t_end, A* lambda,
+                      workspace_span = {}) {
         const index_t h = in.nheads();
         parallel_for(in.batch() * h, t_end - t_begin, [&](index_t task, int) {
             const index_t b = task / h, k = task % h;

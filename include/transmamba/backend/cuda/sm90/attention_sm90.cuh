@@ -120,7 +120,7 @@ __global__ void __launch_bounds__(Tuning::threads, 1)
     barrier* empty = bars + 1 + 2 * stages;
 
     const auto where = prefill::attention_tile::of_block(a);
-    const index_t q0 = index_t(where.tile) * BM;
+    const index_t q0 = a.first_query + index_t(where.tile) * BM;
     const index_t kv_end = q0 + BM < a.prefix ? q0 + BM : a.prefix;
     const int key_tiles = static_cast<int>((kv_end + BN - 1) / BN);
     const int c0 = where.chunk * VC;
