@@ -132,6 +132,46 @@ struct backend_traits<cuda> {
                          static_cast<int>(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
             "cublasGemmEx");
     }
+
+    // The backward of C = A W^T (docs/training.md), float32 accumulation. Both inputs have one
+    // storage type (cuBLAS multiplies no mixed pairs); the output may be float for 16-bit inputs.
+    // dA (m x k) = dC (m x n) W (n x k): column-major dA^T = W^T dC^T, neither transposed.
+    template <class TA, class TC>
+    static void gemm_nn(const context& ctx, index_t m, index_t n, index_t k, const TA* dC, index_t lddc, const TA* W,
+                        index_t ldw, TC* dA, index_t ldda) {
+        if (m == 0 || k == 0) return;
+        if (n == 0) return fill_rows(ctx, dA, ldda, m, k);
+        gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, k, m, n, W, ldw, dC, lddc, dA, ldda, "cublasGemmEx (gemm_nn)");
+    }
+    // dW (n x k) = dC^T (n x m) A (m x k): column-major dW^T = A^T dC, dC transposed.
+    template <class TA, class TC>
+    static void gemm_tn(const context& ctx, index_t m, index_t n, index_t k, const TA* dC, index_t lddc, const TA* A,
+                        index_t lda, TC* dW, index_t lddw) {
+        if (n == 0 || k == 0) return;
+        if (m == 0) return fill_rows(ctx, dW, lddw, n, k);  // a sum over no rows
+        gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_T, k, n, m, A, lda, dC, lddc, dW, lddw, "cublasGemmEx (gemm_tn)");
+    }
+
+private:
+    // Column-major C (rows x cols, ldc) = op(X) op(Y), X and Y of one storage type.
+    template <class TA, class TC>
+    static void gemm(const context& ctx, cublasOperation_t op_x, cublasOperation_t op_y, index_t rows, index_t cols,
+                     index_t inner, const TA* X, index_t ldx, const TA* Y, index_t ldy, TC* C, index_t ldc,
+                     const char* call) {
+        const float one = 1.0f, zero = 0.0f;
+        kernels::cuda::check_cublas(
+            cublasGemmEx(ctx.cublas(), op_x, op_y, static_cast<int>(rows), static_cast<int>(cols), static_cast<int>(inner),
+                         &one, X, cuda_dtype<TA>::value, static_cast<int>(ldx), Y, cuda_dtype<TA>::value,
+                         static_cast<int>(ldy), &zero, C, cuda_dtype<TC>::value, static_cast<int>(ldc),
+                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            call);
+    }
+    // Zeros in rows x cols elements at a stride (all-zero bits are 0 in every storage type).
+    template <class T>
+    static void fill_rows(const context& ctx, T* data, index_t ld, index_t rows, index_t cols) {
+        kernels::cuda::check_cuda(cudaMemset2DAsync(data, ld * sizeof(T), 0, cols * sizeof(T), rows, ctx.stream),
+                                  "cudaMemset2DAsync");
+    }
 };
 
 }  // namespace transmamba
