@@ -33,7 +33,8 @@
 #   peers/ folders to one bench/report.py)
 # Steps, in this order (a component's ours next to its peer, so a budget cut leaves whole pairs):
 #   ours-bench_cuda_attention, peer-attention_sdpa, ours-bench_cuda_attention_backward,
-#   peer-attention_sdpa_backward, ours-bench_cuda_scan, peer-ssd_triton,
+#   peer-attention_sdpa_backward, ours-bench_cuda_scan, peer-ssd_triton, ours-bench_cuda_scan_backward,
+#   peer-ssd_backward_triton,
 #   ours-bench_cuda_converter, ours-bench_cuda_layer, peer-layer_torch (layer and converter peers),
 #   ours-bench_cuda_decode, peer-decode_peers, any other ours-bench_cuda_*, report.
 # Every step runs under `timeout`; a failing step is logged and the next one runs.
@@ -211,13 +212,15 @@ run_ours attention_backward 120
 run_peer attention_sdpa_backward 120
 run_ours scan 240
 run_peer ssd_triton 180
+run_ours scan_backward 120
+run_peer ssd_backward_triton 120
 run_ours converter 120
 run_ours layer 240
 run_peer layer_torch 210
 run_ours decode 150
 run_peer decode_peers 120
 for stem in $(printf '%s\n' "${!PROGRAMS[@]}" | sort); do
-    case $stem in attention | attention_backward | scan | converter | layer | decode) ;; *) run_ours "$stem" 240 ;; esac
+    case $stem in attention | attention_backward | scan | scan_backward | converter | layer | decode) ;; *) run_ours "$stem" 240 ;; esac
 done
 
 run_step report 60 python3 bench/report.py "$OUT/ours" "$OUT/peers" --md "$OUT/report/report.md" --plots "$OUT/report"
