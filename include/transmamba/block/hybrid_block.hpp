@@ -15,8 +15,8 @@
 // "attention.{q,k,v,o}_proj.weight", "mlp_norm.weight", "mlp.{gate,up,down}_proj.weight" (no
 // gate_proj for relu^2); io/hf_hybrid.hpp maps them to each architecture's checkpoint names.
 //
-// The residual with a multiplier, relu^2 and the attention run on the host: the CUDA backend has
-// no kernels for them, and a hybrid layer is refused there at construction.
+// Every piece runs on the layer's backend (block_kernel<Backend>) but the attention, whose kernels
+// are the CPU's only: a layer with attention is refused on the CUDA backend at construction.
 #include <algorithm>
 #include <optional>
 #include <string>
@@ -56,9 +56,9 @@ public:
           d_ff_(cfg.d_ff),
           eps_(cfg.mixer.norm_eps),
           residual_(cfg.hybrid.residual_multiplier) {
-        require(traits::host_accessible, "hybrid layer ", layer,
-                ": layer-level hybrid models (attention layers with their own Q/K/V, relu^2 MLPs, residual "
-                "multipliers) run on the CPU backend only; the CUDA backend has no kernels for them yet");
+        require(traits::host_accessible || !transmamba::has_attention(spec_.mixer), "hybrid layer ", layer,
+                ": self-attention layers with their own Q/K/V run on the CPU backend only; the CUDA backend has no "
+                "kernel for them yet (its Mamba2 and MLP layers, norms and multipliers run on CUDA)");
         if (spec_.mixer != hybrid_mixer::none) norm_.resize(static_cast<std::size_t>(d_model_));
         if (transmamba::has_mamba2(spec_.mixer)) mamba_.emplace(cfg.mixer);
         if (transmamba::has_attention(spec_.mixer)) attention_.emplace(cfg.hybrid.attention, d_model_);
@@ -128,7 +128,7 @@ public:
                 mamba_->forward(tensor_view<const T, 3>(b.normed, {batch, L, d_model_}),
                                 tensor_view<T, 3>(b.mixed, {batch, L, d_model_}), transpoint, b.inner, {}, ctx);
             if (attention_) attention_->forward(ctx, batch, L, b.normed, b.attended, b.inner);
-            residual_add(rows, b, hidden.data());
+            residual_add(ctx, rows, b, hidden.data());
         }
         mlp_branch(ctx, rows, hidden.data(), b);
     }
@@ -152,7 +152,7 @@ public:
                 mamba_->prefill(tensor_view<const T, 3>(b.normed, {1, L, d_model_}), tensor_view<T, 3>(b.mixed, {1, L, d_model_}),
                                 transpoint, max_tokens, b.inner, *mixer_st, ctx);
             if (attention_) attention_->prefill(ctx, L, max_tokens, b.normed, b.attended, b.inner, *attn_cache);
-            residual_add(L, b, hidden.data());
+            residual_add(ctx, L, b, hidden.data());
         }
         mlp_branch(ctx, L, hidden.data(), b);
     }
@@ -173,7 +173,7 @@ public:
                 mamba_->step(tensor_view<const T, 1>(b.normed, {d_model_}), tensor_view<T, 1>(b.mixed, {d_model_}), b.inner,
                              *mixer_st, ctx);
             if (attention_) attention_->step(ctx, b.normed, b.attended, b.inner, *attn_cache);
-            residual_add(1, b, hidden.data());
+            residual_add(ctx, 1, b, hidden.data());
         }
         mlp_branch(ctx, 1, hidden.data(), b);
     }
@@ -221,14 +221,14 @@ private:
         }
     }
 
-    void residual_add(index_t rows, const T* branch, T* hidden) const {
-        kernels::cpu::add_scaled(static_cast<std::size_t>(rows * d_model_), branch, residual_, hidden);
+    void residual_add(const context& ctx, index_t rows, const T* branch, T* hidden) const {
+        block_kernel<Backend>::add_scaled(ctx, static_cast<std::size_t>(rows * d_model_), branch, residual_, hidden);
     }
     // The mixer branch: one output, or a parallel layer's two (each multiplier of Falcon-H1's is
     // folded into its out_proj / o_proj at load).
-    void residual_add(index_t rows, const buffers& b, T* hidden) const {
-        residual_add(rows, b.mixed, hidden);
-        if (b.attended != b.mixed) residual_add(rows, b.attended, hidden);
+    void residual_add(const context& ctx, index_t rows, const buffers& b, T* hidden) const {
+        residual_add(ctx, rows, b.mixed, hidden);
+        if (b.attended != b.mixed) residual_add(ctx, rows, b.attended, hidden);
     }
 
     void mlp_branch(const context& ctx, index_t rows, T* hidden, const buffers& b) const {
@@ -241,10 +241,10 @@ private:
             block_kernel<Backend>::swiglu(ctx, rows, d_ff_, b.gate_up, b.act);
         } else {
             traits::gemm_nt(ctx, rows, d_ff_, d_model_, b.normed, d_model_, up_proj_.data(), d_model_, b.gate_up, d_ff_);
-            kernels::cpu::relu_squared(static_cast<std::size_t>(rows * d_ff_), b.gate_up, b.act);
+            block_kernel<Backend>::relu_squared(ctx, static_cast<std::size_t>(rows * d_ff_), b.gate_up, b.act);
         }
         traits::gemm_nt(ctx, rows, d_model_, d_ff_, b.act, d_ff_, down_proj_.data(), d_ff_, b.mixed, d_model_);
-        residual_add(rows, b.mixed, hidden);
+        residual_add(ctx, rows, b.mixed, hidden);
     }
 
     hybrid_layer_spec spec_;

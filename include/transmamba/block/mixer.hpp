@@ -71,11 +71,7 @@ public:
     using scan = scan_kernel<typename Policies::scan, Backend>;
     using converter = converter_kernel<typename Policies::converter, Backend>;
 
-    explicit mixer(const mixer_config& cfg) : params_(cfg) {
-        require(traits::host_accessible || cfg.norm_placement == gated_norm::after_gate,
-                "mixer: a gated norm before the gate or none (Falcon-H1's mamba_rms_norm / mamba_norm_before_gate) runs on "
-                "the CPU backend only; the CUDA kernels normalise after the gate");
-    }
+    explicit mixer(const mixer_config& cfg) : params_(cfg) {}
 
     const mixer_config& config() const { return params_.config; }
     const params_type& params() const { return params_; }

@@ -24,7 +24,7 @@ struct size_limits {
 //   after_gate:  rmsnorm_g(y * gate) * w      Mamba2, mamba_ssm (the default)
 //   before_gate: rmsnorm_g(y) * w * gate
 //   none:        y * gate                     no norm, no norm.weight parameter
-// The CUDA kernels and the backward pass have after_gate only and refuse the others.
+// The forward kernels (CPU and CUDA) take all three; the backward pass has after_gate only.
 enum class gated_norm { after_gate, before_gate, none };
 
 struct mixer_config {

@@ -83,8 +83,6 @@ public:
         const auto n = static_cast<std::size_t>(config_.embedding_count());
         embeddings_.resize(n);
         if (!cfg.tie_word_embeddings) lm_head_.resize(n);
-        require(traits::host_accessible || (cfg.embedding_multiplier == 1.0 && cfg.logits_divisor == 1.0),
-                "language_model: an embedding multiplier or logits divisor (Granite) runs on the CPU backend only");
     }
 
     const language_model_config& config() const { return config_; }
@@ -231,23 +229,16 @@ public:
     // hidden (rows, d_model) = embeddings[ids], ids in the backend's memory and already checked;
     void embed(const context& ctx, index_t rows, const std::int64_t* ids, T* hidden) const {
         embedding_kernel<Backend>::gather(ctx, rows, d_model(), ids, embeddings_.data(), hidden);
-        if constexpr (traits::host_accessible) {
-            if (config_.embedding_multiplier != 1.0) {
-                const auto m = static_cast<compute_t<T>>(config_.embedding_multiplier);
-                for (index_t i = 0; i < rows * d_model(); ++i) hidden[i] = T(compute_t<T>(hidden[i]) * m);
-            }
-        }
+        if (config_.embedding_multiplier != 1.0)
+            block_kernel<Backend>::scale(ctx, static_cast<std::size_t>(rows * d_model()), config_.embedding_multiplier, hidden);
     }
     // logits (rows, vocab) = normed_hidden (rows, d_model) * lm_head^T, normed_hidden after norm_f.
     void project(const context& ctx, index_t rows, const T* normed_hidden, logits_type* logits) const {
         traits::gemm_nt(ctx, rows, vocab_size(), d_model(), normed_hidden, d_model(), lm_head().data(), d_model(), logits,
                         vocab_size());
-        if constexpr (traits::host_accessible) {
-            if (config_.logits_divisor != 1.0) {
-                const auto inv = static_cast<logits_type>(config_.logits_divisor);
-                for (index_t i = 0; i < rows * vocab_size(); ++i) logits[i] /= inv;
-            }
-        }
+        if (config_.logits_divisor != 1.0)
+            block_kernel<Backend>::scale(ctx, static_cast<std::size_t>(rows * vocab_size()), 1.0 / config_.logits_divisor,
+                                         logits);
     }
 
 private:

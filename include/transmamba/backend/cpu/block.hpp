@@ -1,5 +1,6 @@
 #pragma once
 // block_kernel<cpu>: the row-wise parts of the residual blocks.
+#include <algorithm>
 #include <cmath>
 
 #include "transmamba/backend/cpu/traits.hpp"
@@ -43,6 +44,29 @@ struct block_kernel<cpu> {
             T* o = out + r * d_ff;
             for (index_t i = 0; i < d_ff; ++i) o[i] = T(silu(A(gu[i])) * A(gu[d_ff + i]));
         });
+    }
+    // out = relu(in)^2, n elements: the MLP activation of Nemotron-H ("relu2").
+    template <class T>
+    static void relu_squared(const cpu_context&, std::size_t n, const T* in, T* out) {
+        using A = compute_t<T>;
+        for (std::size_t i = 0; i < n; ++i) {
+            const A x = std::max(A(in[i]), A(0));
+            out[i] = T(x * x);
+        }
+    }
+
+    // acc += scale * delta, n elements: a residual branch with Granite's residual_multiplier.
+    template <class T>
+    static void add_scaled(const cpu_context&, std::size_t n, const T* delta, double scale, T* acc) {
+        using A = compute_t<T>;
+        for (std::size_t i = 0; i < n; ++i) acc[i] = T(A(acc[i]) + A(scale) * A(delta[i]));
+    }
+
+    // data *= factor, n elements (an embedding multiplier; a logits divisor as its inverse).
+    template <class T>
+    static void scale(const cpu_context&, std::size_t n, double factor, T* data) {
+        using A = compute_t<T>;
+        for (std::size_t i = 0; i < n; ++i) data[i] = T(A(data[i]) * A(factor));
     }
 };
 

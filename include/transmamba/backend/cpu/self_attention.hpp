@@ -111,21 +111,4 @@ void decode_gqa_attention(const gqa_shape& s, index_t n, const T* q, const T* ke
     });
 }
 
-// out (rows, width) = relu(in)^2: the MLP activation of Nemotron-H ("relu2").
-template <class T>
-void relu_squared(std::size_t n, const T* in, T* out) {
-    using A = compute_t<T>;
-    for (std::size_t i = 0; i < n; ++i) {
-        const A x = std::max(A(in[i]), A(0));
-        out[i] = T(x * x);
-    }
-}
-
-// acc += scale * delta: a residual branch with Granite's residual_multiplier.
-template <class T>
-void add_scaled(std::size_t n, const T* delta, double scale, T* acc) {
-    using A = compute_t<T>;
-    for (std::size_t i = 0; i < n; ++i) acc[i] = T(A(acc[i]) + A(scale) * A(delta[i]));
-}
-
 }  // namespace transmamba::kernels::cpu

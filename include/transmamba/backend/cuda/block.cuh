@@ -43,6 +43,26 @@ __global__ void swiglu_kernel(index_t rows, index_t d_ff, const T* __restrict__ 
     }
 }
 
+template <class T>
+__global__ void relu_squared_kernel(std::size_t n, const T* __restrict__ in, T* __restrict__ out) {
+    for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x) {
+        const float x = fmaxf(to_float(in[i]), 0.0f);
+        out[i] = from_float<T>(x * x);
+    }
+}
+
+template <class T>
+__global__ void add_scaled_kernel(std::size_t n, const T* __restrict__ delta, float scale, T* __restrict__ acc) {
+    for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x)
+        acc[i] = from_float<T>(to_float(acc[i]) + scale * to_float(delta[i]));
+}
+
+template <class T>
+__global__ void scale_kernel(std::size_t n, float factor, T* __restrict__ data) {
+    for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x)
+        data[i] = from_float<T>(to_float(data[i]) * factor);
+}
+
 }  // namespace kernels::cuda
 
 template <>
@@ -67,6 +87,25 @@ struct block_kernel<cuda> {
         if (n == 0) return;
         kernels::cuda::swiglu_kernel<<<kernels::cuda::blocks_for(n, 256), 256, 0, ctx.stream>>>(rows, d_ff, gate_up, out);
         kernels::cuda::check_launch("swiglu_kernel");
+    }
+    template <class T>
+    static void relu_squared(const cuda_context& ctx, std::size_t n, const T* in, T* out) {
+        if (n == 0) return;
+        kernels::cuda::relu_squared_kernel<<<kernels::cuda::blocks_for(n, 256), 256, 0, ctx.stream>>>(n, in, out);
+        kernels::cuda::check_launch("relu_squared_kernel");
+    }
+    template <class T>
+    static void add_scaled(const cuda_context& ctx, std::size_t n, const T* delta, double scale, T* acc) {
+        if (n == 0) return;
+        kernels::cuda::add_scaled_kernel<<<kernels::cuda::blocks_for(n, 256), 256, 0, ctx.stream>>>(n, delta, float(scale),
+                                                                                                   acc);
+        kernels::cuda::check_launch("add_scaled_kernel");
+    }
+    template <class T>
+    static void scale(const cuda_context& ctx, std::size_t n, double factor, T* data) {
+        if (n == 0) return;
+        kernels::cuda::scale_kernel<<<kernels::cuda::blocks_for(n, 256), 256, 0, ctx.stream>>>(n, float(factor), data);
+        kernels::cuda::check_launch("scale_kernel");
     }
 };
 

@@ -1,5 +1,6 @@
 #pragma once
-// mamba2_projection on the GPU: conv1d + SiLU, the time steps, the gated grouped RMSNorm.
+// mamba2_projection on the GPU: conv1d + SiLU, the time steps, the gated grouped RMSNorm (its norm
+// after the gate, before it, or none: mixer_config::norm_placement).
 #include <cub/block/block_reduce.cuh>
 
 #include <cmath>
@@ -46,11 +47,12 @@ __global__ void time_steps_kernel(index_t rows, index_t heads, index_t stride, i
     dt[i] = A(fminf(fmaxf(v, lo), hi));
 }
 
-// One block per (row, group): the sum of squares of the gated values, then the scaled output.
+// One block per (row, group): the sum of squares of the normalised values, then the scaled output.
+// `placement` moves the norm before the gate or leaves it out (core/config.hpp, gated_norm).
 template <int Threads, class T, class A>
 __global__ void gated_rmsnorm_kernel(index_t seqlen, index_t d_inner, index_t group, index_t zstride, index_t transpoint,
-                                     bool gate_attention, float eps, const A* __restrict__ y, const A* __restrict__ zxbcdt,
-                                     const T* __restrict__ norm_weight, T* __restrict__ v) {
+                                     bool gate_attention, gated_norm placement, float eps, const A* __restrict__ y,
+                                     const A* __restrict__ zxbcdt, const T* __restrict__ norm_weight, T* __restrict__ v) {
     using reduce = cub::BlockReduce<float, Threads>;
     __shared__ typename reduce::TempStorage temp;
     __shared__ float inv;
@@ -58,17 +60,25 @@ __global__ void gated_rmsnorm_kernel(index_t seqlen, index_t d_inner, index_t gr
     const bool gated = (row % seqlen) >= transpoint || gate_attention;
     const A* yr = y + row * d_inner;
     const A* z = zxbcdt + row * zstride;
-    float sumsq = 0;
-    for (index_t c = g0 + threadIdx.x; c < g0 + group; c += Threads) {
-        const float val = gated ? float(yr[c]) * silu(float(z[c])) : float(yr[c]);
-        sumsq += val * val;
+    // after_gate normalises y * gate; before_gate normalises y and gates after; none only gates.
+    const bool gate_first = placement != gated_norm::before_gate;
+    const auto gate = [&](index_t c) { return gated ? silu(float(z[c])) : 1.0f; };
+    if (placement != gated_norm::none) {
+        float sumsq = 0;
+        for (index_t c = g0 + threadIdx.x; c < g0 + group; c += Threads) {
+            const float val = gate_first ? float(yr[c]) * gate(c) : float(yr[c]);
+            sumsq += val * val;
+        }
+        const float total = reduce(temp).Sum(sumsq);
+        if (threadIdx.x == 0) inv = rsqrtf(total / float(group) + eps);
+        __syncthreads();
     }
-    const float total = reduce(temp).Sum(sumsq);
-    if (threadIdx.x == 0) inv = rsqrtf(total / float(group) + eps);
-    __syncthreads();
     for (index_t c = g0 + threadIdx.x; c < g0 + group; c += Threads) {
-        const float val = gated ? float(yr[c]) * silu(float(z[c])) : float(yr[c]);
-        v[row * d_inner + c] = from_float<T>(val * inv * to_float(norm_weight[c]));
+        float val = float(yr[c]);
+        if (placement == gated_norm::none) val *= gate(c);
+        else if (gate_first) val = val * gate(c) * inv * to_float(norm_weight[c]);
+        else val = val * inv * to_float(norm_weight[c]) * gate(c);
+        v[row * d_inner + c] = from_float<T>(val);
     }
 }
 
@@ -106,7 +116,7 @@ struct projection_kernel<mamba2_projection, cuda> {
         const dim3 grid(static_cast<unsigned>(batch * seqlen), static_cast<unsigned>(cfg.ngroups));
         kernels::cuda::gated_rmsnorm_kernel<threads><<<grid, threads, 0, ctx.stream>>>(
             seqlen, cfg.d_inner(), cfg.d_inner() / cfg.ngroups, cfg.d_in_proj(), transpoint, gate_attention,
-            static_cast<float>(cfg.norm_eps), y, zxbcdt, norm_weight, v);
+            cfg.norm_placement, static_cast<float>(cfg.norm_eps), y, zxbcdt, norm_weight, v);
         kernels::cuda::check_launch("gated_rmsnorm_kernel");
     }
 };
